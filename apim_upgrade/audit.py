@@ -1,0 +1,279 @@
+"""The data-integrity audit trail.
+
+Two durable copies of the same records:
+
+* an append-only JSONL file in the work directory, where every record carries
+  the SHA-256 of the previous one (any edited, removed or reordered line
+  breaks the chain), and
+* the ``apim_upgrade.audit_log`` table inside the target API-M database, like
+  Flyway's schema history table, so the proof travels with the migrated data.
+
+Records are written through :func:`append_record` only. Secrets never reach
+it: values under secret-looking keys are masked before hashing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from apim_upgrade import db, queries
+from apim_upgrade.errors import AuditError
+
+GENESIS = "0" * 64
+_SECRET_KEYS = ("password", "secret", "token_value", "passphrase", "private_key", "dsn")
+MASK = "***"
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: int
+    plan: str
+    plan_digest: str
+    flow_run_id: str | None
+    phase: str
+    step: str
+    started_at: datetime
+    ended_at: datetime | None
+    actor: str
+    inputs_digest: str
+    outcome: str  # started | succeeded | failed | skipped
+    gates: list[dict[str, Any]]
+    details: dict[str, Any]
+    prev_sha256: str
+    sha256: str
+
+
+def canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def digest_of(data: Any) -> str:
+    """Stable SHA-256 of any JSON-able value (used for step inputs)."""
+    return hashlib.sha256(canonical(mask_secrets(data)).encode()).hexdigest()
+
+
+def mask_secrets(data: Any) -> Any:
+    """Copy of ``data`` with values under secret-looking keys replaced by ***."""
+    if isinstance(data, dict):
+        return {
+            k: (MASK if _is_secret_key(str(k)) and v not in (None, "") else mask_secrets(v))
+            for k, v in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [mask_secrets(v) for v in data]
+    return data
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.lower()
+    # *_env / *_block keys name where a secret lives, not the secret itself.
+    return any(s in k for s in _SECRET_KEYS) and not k.endswith(("_env", "_block"))
+
+
+def _record_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(body).encode()).hexdigest()
+
+
+def default_actor() -> str:
+    """Who ran it: APIM_UPGRADE_ACTOR if set, else user@host."""
+    explicit = os.environ.get("APIM_UPGRADE_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_record(
+    path: Path,
+    *,
+    plan: str,
+    plan_digest: str,
+    phase: str,
+    step: str,
+    started_at: datetime,
+    ended_at: datetime | None,
+    outcome: str,
+    inputs: Any = None,
+    gates: list[dict[str, Any]] | None = None,
+    details: dict[str, Any] | None = None,
+    flow_run_id: str | None = None,
+    actor: str | None = None,
+) -> AuditRecord:
+    """Append one hash-chained record (file lock held: concurrent writers stay ordered)."""
+    with _locked(path):
+        last = _last_record(path)
+        body: dict[str, Any] = {
+            "seq": (last.seq + 1) if last else 1,
+            "plan": plan,
+            "plan_digest": plan_digest,
+            "flow_run_id": flow_run_id,
+            "phase": phase,
+            "step": step,
+            "started_at": started_at.isoformat(),
+            "ended_at": ended_at.isoformat() if ended_at else None,
+            "actor": actor or default_actor(),
+            "inputs_digest": digest_of(inputs),
+            "outcome": outcome,
+            "gates": mask_secrets(gates or []),
+            "details": mask_secrets(details or {}),
+            "prev_sha256": last.sha256 if last else GENESIS,
+        }
+        body = json.loads(canonical(body))  # exactly what will be hashed and re-read
+        body["sha256"] = _record_hash(body)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(canonical(body) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    return AuditRecord.model_validate(body)
+
+
+def _last_record(path: Path) -> AuditRecord | None:
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with open(path, "rb") as fh:
+        # Read backwards to the last line: the trail may grow large.
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        chunk = b""
+        pos = end
+        while pos > 0 and chunk.count(b"\n") < 2:
+            step = min(4096, pos)
+            pos -= step
+            fh.seek(pos)
+            chunk = fh.read(step) + chunk
+        lines = [ln for ln in chunk.splitlines() if ln.strip()]
+    try:
+        return AuditRecord.model_validate_json(lines[-1])
+    except ValueError as exc:
+        raise AuditError(
+            f"{path}: last line is not a valid audit record ({exc.__class__.__name__}); "
+            "run `apim-upgrade audit verify` and restore the file from its database copy"
+        ) from None
+
+
+def read_records(path: Path) -> list[AuditRecord]:
+    """Every record in file order (raises AuditError on a malformed line)."""
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(AuditRecord.model_validate_json(line))
+            except ValueError:
+                raise AuditError(
+                    f"{path}:{lineno}: not a valid audit record; the trail was edited by hand"
+                ) from None
+    return out
+
+
+def verify_chain(path: Path) -> list[str]:
+    """Problems in the hash chain, one line each (empty list: intact)."""
+    if not path.exists():
+        return [f"{path}: no audit trail here; give the work directory of a run"]
+    problems: list[str] = []
+    prev = GENESIS
+    expected_seq = 1
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                body = json.loads(line)
+                stored = body.pop("sha256")
+            except (ValueError, KeyError, AttributeError):
+                problems.append(f"line {lineno}: not a JSON audit record (edited by hand?)")
+                prev, expected_seq = "?", expected_seq + 1
+                continue
+            if _record_hash(body) != stored:
+                problems.append(
+                    f"line {lineno} (seq {body.get('seq')}): content does not match its hash (edited)"
+                )
+            if body.get("prev_sha256") != prev and prev != "?":
+                problems.append(
+                    f"line {lineno} (seq {body.get('seq')}): does not follow the previous line "
+                    "(a record was removed, inserted or reordered)"
+                )
+            if body.get("seq") != expected_seq:
+                problems.append(f"line {lineno}: sequence {body.get('seq')}, expected {expected_seq}")
+            prev, expected_seq = stored, (body.get("seq") or expected_seq) + 1
+    return problems
+
+
+# --- the database copy ---------------------------------------------------------
+
+
+def sync_to_database(server: db.PgServer, dbname: str, records: list[AuditRecord]) -> int:
+    """Insert the records the history table lacks; returns how many were added."""
+    with db.session(server, dbname) as conn:
+        db.execute_script(conn, queries.create_history_schema().as_string(conn))
+        known = {seq for seq, _ in db.fetch_all(conn, queries.audit_hashes())}
+        added = 0
+        for rec in records:
+            if rec.seq in known:
+                continue
+            params = rec.model_dump(mode="json")
+            params["record"] = canonical(params)
+            db.execute(conn, queries.insert_audit_record(), params)
+            added += 1
+    return added
+
+
+def compare_with_database(server: db.PgServer, dbname: str, records: list[AuditRecord]) -> list[str]:
+    """Differences between the file and the database copy of the trail."""
+    with db.session(server, dbname, read_only=True) as conn:
+        exists = db.fetch_one(conn, queries.HISTORY_TABLE_EXISTS)
+        if not exists or not exists[0]:
+            return [f"database '{dbname}' holds no apim_upgrade.audit_log yet"]
+        in_db = dict(db.fetch_all(conn, queries.audit_hashes()))
+    problems = []
+    in_file = {r.seq: r.sha256 for r in records}
+    for seq, sha in sorted(in_db.items()):
+        if seq not in in_file:
+            problems.append(f"seq {seq} is in the database history but missing from the file")
+        elif in_file[seq] != sha:
+            problems.append(f"seq {seq} differs between the file and the database history")
+    return problems
+
+
+def pending_copies(path: Path) -> set[str]:
+    """Targets whose copy was started (intent recorded) but never finished.
+
+    The intent record is written before CREATE DATABASE, so a copy killed
+    between CREATE and its ownership marker is still known to be ours.
+    """
+    last: dict[str, str] = {}
+    for rec in read_records(path):
+        target = rec.details.get("target")
+        if rec.step == "copy_database" and isinstance(target, str):
+            last[target] = rec.outcome
+    return {t for t, outcome in last.items() if outcome in ("started", "failed")}

@@ -1,0 +1,282 @@
+"""The ``apim-upgrade`` command line: one function per verb, errors printed once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from apim_upgrade import audit
+from apim_upgrade.errors import ApimUpgradeError, AuditError, PreflightError
+
+# Quiet, local defaults; an operator's own settings win.
+for _var, _value in (
+    ("DO_NOT_TRACK", "1"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("GX_ANALYTICS_ENABLED", "False"),
+):
+    os.environ.setdefault(_var, _value)
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+# --- plan -----------------------------------------------------------------------
+
+
+def cmd_plan_check(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+    from apim_upgrade.preflight import run_preflight
+
+    plan = load_plan(args.plan)
+    print(f"plan '{plan.name}' ({plan.source_path}) is valid; strategy {plan.strategy.value}")
+    report = run_preflight(plan, terminate_connections=args.terminate_connections or None)
+    for finding in report.findings:
+        print(finding.line())
+    if not report.ok:
+        raise PreflightError([f"{f.check}: {f.message}" for f in report.errors])
+    print("preflight passed")
+    return 0
+
+
+# --- run ------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+    from flows.phases import PHASES
+
+    plan = load_plan(args.plan)  # fail fast, before Prefect starts
+    if args.phase and args.phase not in PHASES:
+        raise ApimUpgradeError(f"unknown phase '{args.phase}'; choose one of: {', '.join(PHASES)}")
+    selected = [args.phase] if args.phase else list(PHASES)
+    for name in selected:
+        print(f"== phase {name}")
+        result = PHASES[name](
+            plan_path=str(plan.source_path), terminate_connections=args.terminate_connections
+        )
+        print(f"== phase {name} finished: {result}")
+    _print_outputs(plan.work_dir)
+    return 0
+
+
+def _print_outputs(work_dir: Path) -> None:
+    docs = work_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    print(f"audit trail: {work_dir / 'audit.jsonl'}")
+    if docs.exists():
+        print(f"Data Docs:   {docs}")
+
+
+# --- audit and history -------------------------------------------------------------
+
+
+def _audit_file(path: Path) -> Path:
+    return path / "audit.jsonl" if path.is_dir() else path
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+
+    plan = load_plan(args.plan) if args.plan else None
+    if args.path is None and plan is None:
+        raise AuditError("give the work directory (or audit.jsonl) to verify, or --plan PLAN.toml")
+    path = _audit_file(Path(args.path)) if args.path else plan.audit_path  # type: ignore[union-attr]
+    problems = audit.verify_chain(path)
+    records = audit.read_records(path) if not problems else []
+    if plan is not None and not problems:
+        problems += audit.compare_with_database(plan.server(), plan.databases.apim.target, records)
+    if problems:
+        raise AuditError(
+            f"{path}: the audit trail does not verify:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    print(
+        f"{path}: {len(records)} record(s), hash chain intact"
+        + (" and matching the database history" if plan is not None else "")
+    )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+
+    plan = load_plan(args.plan)
+    records = audit.read_records(plan.audit_path)
+    if not records:
+        print(f"no history yet in {plan.audit_path}")
+        return 0
+    rows = []
+    for r in records:
+        took = f"{(r.ended_at - r.started_at).total_seconds():.1f}s" if r.ended_at else "-"
+        target = r.details.get("target") or r.details.get("source") or ""
+        rows.append(
+            [
+                r.seq,
+                r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.phase,
+                r.step,
+                target,
+                r.outcome,
+                took,
+                r.actor,
+                (r.flow_run_id or "-")[:8],
+            ]
+        )
+    _print_table(
+        ["seq", "started (UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"], rows
+    )
+    problems = audit.verify_chain(plan.audit_path)
+    print("hash chain: " + ("intact" if not problems else f"BROKEN ({len(problems)} problem(s))"))
+    return 0
+
+
+# --- sandbox and demo ----------------------------------------------------------------
+
+
+def cmd_sandbox_create(args: argparse.Namespace) -> int:
+    from apim_upgrade import db
+    from apim_upgrade.pgserver import find_server
+    from sandbox.create import create_sandbox
+
+    server = db.PgServer.from_dsn(args.pg_dsn) if args.pg_dsn else find_server(allow_throwaway=False).server
+    plan_path, summary = create_sandbox(
+        Path(args.dir), server, scale=args.scale, dbscripts=Path(args.dbscripts) if args.dbscripts else None
+    )
+    print(
+        f"sandbox estate ({summary.schema_source}, scale {args.scale}): "
+        f"{summary.apis} APIs ({len(summary.invalid_openapi_apis)} with invalid OpenAPI), "
+        f"{summary.applications} applications, {summary.access_tokens} access tokens"
+    )
+    print(f"plan written to {plan_path}")
+    return 0
+
+
+def cmd_sandbox_destroy(args: argparse.Namespace) -> int:
+    from sandbox.create import destroy_sandbox
+
+    dropped = destroy_sandbox(Path(args.plan))
+    print("dropped (if present): " + ", ".join(dropped))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from apim_upgrade.pgserver import find_server
+    from flows.phases import PHASES
+    from sandbox.create import create_sandbox, destroy_sandbox
+
+    handle = find_server()
+    where = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="apim-upgrade-demo-"))
+    print(
+        f"PostgreSQL: {handle.server.describe()}"
+        + (f" (throwaway cluster in {handle.throwaway_dir})" if handle.throwaway_dir else "")
+    )
+    plan_path = None
+    try:
+        plan_path, summary = create_sandbox(where, handle.server, scale=args.scale)
+        print(f"sandbox: {summary.apis} APIs, {summary.access_tokens} tokens; plan {plan_path}")
+        for name, phase in PHASES.items():
+            print(f"== phase {name}")
+            print(f"== phase {name} finished: {phase(plan_path=str(plan_path))}")
+        cmd_history(argparse.Namespace(plan=str(plan_path)))
+        cmd_audit_verify(argparse.Namespace(path=None, plan=str(plan_path)))
+        _print_outputs(where / "work")
+    finally:
+        if plan_path is not None and not args.keep:
+            destroy_sandbox(plan_path)
+            print("sandbox databases dropped (use --keep to keep them)")
+        handle.stop()
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="apim-upgrade", description=__doc__)
+    p.add_argument("--traceback", action="store_true", help="show the full traceback on failure")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        parent: argparse._SubParsersAction,
+        help_text: str,
+    ) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(func=func)
+        return sp
+
+    plan = sub.add_parser("plan", help="work with plan files").add_subparsers(
+        dest="plan_command", required=True
+    )
+    sp = add("check", cmd_plan_check, plan, "validate a plan and run preflight checks")
+    sp.add_argument("plan")
+    sp.add_argument(
+        "--terminate-connections",
+        action="store_true",
+        help="treat other sessions on the sources as to be terminated, not as errors",
+    )
+
+    sp = add("run", cmd_run, sub, "run the upgrade phases of a plan (all, or --phase NAME)")
+    sp.add_argument("plan")
+    sp.add_argument("--phase")
+    sp.add_argument(
+        "--terminate-connections",
+        action="store_true",
+        help="terminate other sessions on a source before copying it (explicit opt-in)",
+    )
+
+    aud = sub.add_parser("audit", help="audit trail").add_subparsers(dest="audit_command", required=True)
+    sp = add("verify", cmd_audit_verify, aud, "verify the hash chain (and the database copy with --plan)")
+    sp.add_argument("path", nargs="?", help="work directory or audit.jsonl")
+    sp.add_argument("--plan", help="also compare with the history schema in the target database")
+
+    sp = add("history", cmd_history, sub, "print the audit trail of a plan as a table")
+    sp.add_argument("plan")
+
+    sb = sub.add_parser("sandbox", help="sandbox estates").add_subparsers(
+        dest="sandbox_command", required=True
+    )
+    sp = add("create", cmd_sandbox_create, sb, "build a 4.0.0 estate to rehearse on, and its plan")
+    sp.add_argument("--dir", required=True)
+    sp.add_argument(
+        "--pg-dsn", help="PostgreSQL to build on (default: APIM_UPGRADE_PG_DSN or 127.0.0.1:5432)"
+    )
+    sp.add_argument("--scale", type=int, default=1, help="data volume (100: about a million tokens)")
+    sp.add_argument("--dbscripts", help="a WSO2 4.0.0 pack's dbscripts/ folder (default: compact schema)")
+    sp = add("destroy", cmd_sandbox_destroy, sb, "drop a sandbox's databases")
+    sp.add_argument("plan")
+
+    sp = add("demo", cmd_demo, sub, "rehearse every phase on a fresh sandbox")
+    sp.add_argument("--scale", type=int, default=1)
+    sp.add_argument("--dir", help="where to keep the sandbox (default: a temporary directory)")
+    sp.add_argument("--keep", action="store_true", help="keep the sandbox databases afterwards")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ApimUpgradeError as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("FAILED: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

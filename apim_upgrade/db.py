@@ -1,0 +1,185 @@
+"""The only module that talks to the PostgreSQL driver.
+
+Connections are opened here and nowhere else. Source databases are opened
+with ``default_transaction_read_only=on`` so that the server itself refuses
+any write, whatever a caller does by mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
+
+from apim_upgrade.errors import DatabaseError, DatabaseUnavailable
+
+APPLICATION_NAME = "apim-upgrade"
+Query = str | sql.SQL | sql.Composed
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """Where the PostgreSQL server is and who we are on it (password kept secret)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: SecretStr | None = field(default=None, repr=False)
+    sslmode: str | None = None
+    connect_timeout: int = 10
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> PgServer:
+        """Parse a libpq DSN or URL (``postgresql://user@host:port/db``)."""
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise DatabaseError(
+                f"cannot parse PostgreSQL DSN: {exc}. "
+                "Give it as postgresql://USER@HOST:PORT/ or 'host=... port=... user=...'"
+            ) from None
+        password = params.get("password")
+        return cls(
+            host=str(params.get("host") or "127.0.0.1"),
+            port=int(params.get("port") or 5432),
+            user=str(params.get("user") or "postgres"),
+            password=SecretStr(str(password)) if password else None,
+            sslmode=str(params["sslmode"]) if params.get("sslmode") else None,
+        )
+
+    def describe(self) -> str:
+        """Address for messages: never includes the password."""
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def conninfo(self, dbname: str, **extra: Any) -> str:
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": dbname,
+            "connect_timeout": self.connect_timeout,
+            "application_name": APPLICATION_NAME,
+        }
+        if self.password is not None:
+            params["password"] = self.password.get_secret_value()
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        params.update(extra)
+        return make_conninfo("", **params)
+
+    def sqlalchemy_url(self, dbname: str, password_placeholder: str | None = None) -> str:
+        """URL for GX/SQLAlchemy. The password is only ever a ``${VAR}`` placeholder."""
+        auth = quote(self.user, safe="")
+        if self.password is not None and password_placeholder:
+            auth += ":${" + password_placeholder + "}"
+        query = f"?sslmode={self.sslmode}" if self.sslmode else ""
+        return f"postgresql+psycopg://{auth}@{self.host}:{self.port}/{quote(dbname, safe='')}{query}"
+
+
+def connect(
+    server: PgServer, dbname: str, *, read_only: bool = False, autocommit: bool = False
+) -> psycopg.Connection[tuple[Any, ...]]:
+    """Open a connection; ``read_only`` makes the server refuse every write."""
+    extra: dict[str, Any] = {}
+    if read_only:
+        extra["options"] = "-c default_transaction_read_only=on"
+    try:
+        return psycopg.connect(server.conninfo(dbname, **extra), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        text = str(exc)
+        # A missing database or a refused login does not heal by retrying.
+        permanent = "does not exist" in text or "authentication" in text or "password" in text
+        raise (DatabaseError if permanent else DatabaseUnavailable)(
+            f"cannot connect to database '{dbname}' at {server.describe()}: "
+            f"{_first_line(exc)}. Check the [postgres] section of the plan, that the server "
+            "is running and that the password variable is set."
+        ) from None
+
+
+@contextmanager
+def session(
+    server: PgServer, dbname: str, *, read_only: bool = False, autocommit: bool = False
+) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A connection that is always closed; commits on success unless autocommit."""
+    conn = connect(server, dbname, read_only=read_only, autocommit=autocommit)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def snapshot_transaction(server: PgServer, dbname: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """One REPEATABLE READ, READ ONLY transaction: every read sees the same snapshot."""
+    conn = connect(server, dbname, read_only=True)
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            yield conn
+    finally:
+        conn.close()
+
+
+def fetch_all(
+    conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return list(cur.fetchall()) if cur.description else []
+
+
+def fetch_one(
+    conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None
+) -> tuple[Any, ...] | None:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchone() if cur.description else None
+
+
+def execute(
+    conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None
+) -> int:
+    """Run one statement (or a parameterless script); returns the row count."""
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.rowcount
+
+
+def execute_script(conn: psycopg.Connection[Any], script: str) -> None:
+    """Run a multi-statement SQL text (no parameters) in the simple query protocol."""
+    with conn.cursor() as cur:
+        cur.execute(script.encode(), prepare=False)
+
+
+def render(conn: psycopg.Connection[Any], query: sql.Composable) -> str:
+    """The exact SQL text a composed query sends (for logs and dry runs)."""
+    return query.as_string(conn)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe_pg_error(exc: psycopg.Error) -> str:
+    """SQLSTATE, message, detail and hint of a server error, on one line."""
+    diag = exc.diag
+    parts = [f"SQLSTATE {exc.sqlstate}" if exc.sqlstate else "", diag.message_primary or _first_line(exc)]
+    if diag.message_detail:
+        parts.append(f"detail: {diag.message_detail}")
+    if diag.message_hint:
+        parts.append(f"hint: {diag.message_hint}")
+    return "; ".join(p for p in parts if p)
+
+
+PgError = psycopg.Error
+OperationalError = psycopg.OperationalError

@@ -1,0 +1,72 @@
+"""The one error hierarchy of apim-upgrade.
+
+Every message says what went wrong *and* what to do about it; the CLI prints
+``FAILED: <message>`` once and exits non-zero (``--traceback`` shows the rest).
+Errors stay picklable (plain args) because Prefect serialises task failures.
+"""
+
+from __future__ import annotations
+
+
+class ApimUpgradeError(Exception):
+    """Root of every error this tool raises on purpose."""
+
+    exit_code = 1
+
+
+class PlanError(ApimUpgradeError):
+    """The plan file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+class PreflightError(ApimUpgradeError):
+    """One or more preflight checks failed; each finding is one line."""
+
+    exit_code = 3
+
+    def __init__(self, findings: list[str]) -> None:
+        super().__init__("preflight found problems:\n" + "\n".join(f"  - {f}" for f in findings))
+        self.findings = findings
+
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
+        return (type(self), (self.findings,))
+
+
+class DatabaseError(ApimUpgradeError):
+    """A database operation failed; the message names database, step and fix."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The server could not be reached (transient: tasks retry it)."""
+
+
+class PostgresUnavailable(ApimUpgradeError):
+    """No PostgreSQL server could be reached or started."""
+
+
+class GateFailed(ApimUpgradeError):
+    """A Great Expectations gate failed; lists every failed expectation."""
+
+    exit_code = 4
+
+    def __init__(self, gate: str, failures: list[str], docs: str | None = None) -> None:
+        lines = [f"quality gate '{gate}' failed ({len(failures)} expectation(s)):"]
+        lines += [f"  - {f}" for f in failures]
+        if docs:
+            lines.append(f"  Data Docs: {docs}")
+        super().__init__("\n".join(lines))
+        self.gate, self.failures, self.docs = gate, failures, docs
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[str], str | None]]:
+        return (type(self), (self.gate, self.failures, self.docs))
+
+
+class AuditError(ApimUpgradeError):
+    """The audit trail is unreadable or its hash chain is broken."""
+
+    exit_code = 5
+
+
+class SandboxError(ApimUpgradeError):
+    """The sandbox estate could not be built."""

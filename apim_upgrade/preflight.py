@@ -1,0 +1,206 @@
+"""Preflight: everything that can be known before anything is written.
+
+Each finding is one line that names the problem and the fix. Errors stop
+the run; warnings are printed and the run may go on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from apim_upgrade import db, queries
+from apim_upgrade.audit import pending_copies
+from apim_upgrade.copies import CopyState, copy_state
+from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.plan import Plan
+
+MIN_SERVER_VERSION = 130000  # DROP DATABASE ... WITH (FORCE)
+STRATEGY_SERVER_VERSION = 150000
+# The copy needs the source size again, plus room for WAL and the indexes.
+DISK_HEADROOM = 1.2
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" | "warning" | "ok"
+    check: str
+    message: str
+
+    def line(self) -> str:
+        return f"[{self.severity}] {self.check}: {self.message}"
+
+
+@dataclass
+class PreflightReport:
+    findings: list[Finding]
+    sessions: dict[str, list[tuple[int, str, str, str]]]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> PreflightReport:
+    """Check server, role, databases, sessions and disk; never writes."""
+    terminate = (
+        plan.copy_options.terminate_connections if terminate_connections is None else terminate_connections
+    )
+    findings: list[Finding] = []
+    sessions: dict[str, list[tuple[int, str, str, str]]] = {}
+
+    def add(severity: str, check: str, message: str) -> None:
+        findings.append(Finding(severity, check, message))
+
+    try:
+        server = plan.server()
+        conn = db.connect(server, plan.postgres.maintenance_db, read_only=True, autocommit=True)
+    except ApimUpgradeError as exc:
+        add("error", "connectivity", str(exc))
+        return PreflightReport(findings, sessions)
+
+    with conn:
+        version_num, version = db.fetch_one(conn, queries.SERVER_VERSION) or (0, "?")
+        if version_num < MIN_SERVER_VERSION:
+            add("error", "server version", f"{version} is older than PostgreSQL 13; upgrade the server")
+        else:
+            add("ok", "server version", version.split(",")[0])
+        if plan.copy_options.strategy != "default" and version_num < STRATEGY_SERVER_VERSION:
+            add(
+                "error",
+                "copy strategy",
+                f"copy.strategy = '{plan.copy_options.strategy}' needs PostgreSQL 15+; "
+                'set copy.strategy = "default"',
+            )
+
+        superuser, createdb = db.fetch_one(conn, queries.ROLE_PRIVILEGES) or (False, False)
+        if not (superuser or createdb):
+            add(
+                "error",
+                "privileges",
+                f"role '{server.user}' has neither CREATEDB nor SUPERUSER: run "
+                f'ALTER ROLE "{server.user}" CREATEDB; WSO2\'s migration also needs the '
+                "uuid-ossp extension, which a DBA must create in the copies if the role "
+                "cannot",
+            )
+        uuid = db.fetch_one(conn, queries.UUID_OSSP_AVAILABLE)
+        if uuid is None:
+            add(
+                "error",
+                "uuid-ossp",
+                "extension uuid-ossp is not available on the server; WSO2's migration needs it: "
+                "install the PostgreSQL contrib package",
+            )
+        elif not superuser:
+            add(
+                "warning",
+                "uuid-ossp",
+                f"role '{server.user}' is not a superuser: WSO2's migration needs uuid-ossp; "
+                "make sure the copies' owner may CREATE EXTENSION (trusted since PG 13) or "
+                "have a DBA create it",
+            )
+
+        for role, pair in plan.databases.roles().items():
+            if not db.fetch_one(conn, queries.ROLE_EXISTS, (pair.owner,)):
+                add(
+                    "error",
+                    f"{role} owner",
+                    f"role '{pair.owner}' (databases.{role}.owner) does not exist; "
+                    f'CREATE ROLE "{pair.owner}" or name an existing role',
+                )
+
+        names = [p.source for p in plan.databases.roles().values()]
+        names += [p.target for p in plan.databases.roles().values()]
+        info = {r[0]: r for r in db.fetch_all(conn, queries.DATABASE_INFO, (names,))}
+        pending = pending_copies(plan.audit_path)
+        source_bytes = 0
+        for role, pair in plan.databases.roles().items():
+            if pair.source not in info:
+                add(
+                    "error",
+                    f"{role} source",
+                    f"database '{pair.source}' (databases.{role}.source) does not exist; fix the name",
+                )
+            else:
+                source_bytes += int(info[pair.source][1])
+            state = copy_state(info.get(pair.target), plan, pair.source, pair.target in pending)
+            if state is CopyState.FOREIGN:
+                add(
+                    "error",
+                    f"{role} target",
+                    f"database '{pair.target}' already exists and was not made by apim-upgrade "
+                    f"for plan '{plan.name}'; drop it or choose another databases.{role}.target",
+                )
+            elif state is CopyState.VERIFIED:
+                add("ok", f"{role} target", f"'{pair.target}' exists and is verified: a rerun skips it")
+            elif state is CopyState.INCOMPLETE:
+                add("warning", f"{role} target", f"'{pair.target}' is an unfinished copy: it will be rebuilt")
+
+        other = db.fetch_all(
+            conn, queries.OTHER_SESSIONS, ([p.source for p in plan.databases.roles().values()],)
+        )
+        for datname, pid, app, addr, user, _state in other:
+            sessions.setdefault(datname, []).append((pid, app, addr, user))
+        for datname, rows in sessions.items():
+            listed = ", ".join(f"{app} from {addr} (pid {pid}, user {user})" for pid, app, addr, user in rows)
+            if terminate:
+                add(
+                    "warning",
+                    "sessions",
+                    f"{len(rows)} session(s) on '{datname}' will be terminated: {listed}",
+                )
+            else:
+                add(
+                    "error",
+                    "sessions",
+                    f"{len(rows)} other session(s) connected to '{datname}' "
+                    f"(CREATE DATABASE ... TEMPLATE needs none): {listed}; stop those clients "
+                    "or rerun with --terminate-connections",
+                )
+
+        data_dir = (db.fetch_one(conn, queries.DATA_DIRECTORY) or (None,))[0]
+        findings.append(_disk_finding(server, data_dir, source_bytes))
+    findings.append(_work_dir_finding(plan.work_dir))
+    return PreflightReport(findings, sessions)
+
+
+def _disk_finding(server: db.PgServer, data_dir: str | None, source_bytes: int) -> Finding:
+    need = int(source_bytes * DISK_HEADROOM)
+    local = server.host in ("127.0.0.1", "localhost", "::1") or server.host.startswith("/")
+    if not (local and data_dir and Path(data_dir).exists()):
+        return Finding(
+            "warning",
+            "disk",
+            f"cannot measure free space on a remote server; make sure about {_human(need)} "
+            "are free where the copies will live",
+        )
+    free = shutil.disk_usage(data_dir).free
+    if free < need:
+        return Finding(
+            "error",
+            "disk",
+            f"{_human(free)} free under {data_dir}, the copies need about {_human(need)} "
+            f"(sources {_human(source_bytes)} + 20%); free space or use another tablespace",
+        )
+    return Finding("ok", "disk", f"{_human(free)} free, copies need about {_human(need)}")
+
+
+def _work_dir_finding(work_dir: Path) -> Finding:
+    probe = work_dir if work_dir.exists() else next((p for p in work_dir.parents if p.exists()), None)
+    if probe is None or not os.access(probe, os.W_OK):
+        return Finding("error", "work_dir", f"{work_dir} is not writable; fix work_dir in the plan")
+    return Finding("ok", "work_dir", str(work_dir))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

@@ -1,0 +1,121 @@
+"""The one subprocess wrapper.
+
+Argument lists only (never a shell string), the child in its own process
+group, output streamed line by line to a callback (memory stays bounded),
+the whole group killed on timeout or when the caller is interrupted, and
+the exit code always checked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from apim_upgrade.errors import ApimUpgradeError
+
+TAIL_LINES = 40
+
+
+class ProcessFailed(ApimUpgradeError):
+    """A child process exited non-zero or timed out."""
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    args: tuple[str, ...]
+    returncode: int
+    seconds: float
+    tail: tuple[str, ...]  # the last lines of output, for error messages
+
+
+def run(
+    args: Sequence[str | Path],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+    check: bool = True,
+    user: str | None = None,
+) -> ProcessResult:
+    """Run ``args`` to completion, streaming its merged output to ``on_line``."""
+    argv = [str(a) for a in args]
+    if user is not None:
+        argv = ["runuser", "-u", user, "--", *argv]
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise ProcessFailed(f"cannot start {argv[0]}: {exc.strerror}; is it installed and on PATH?") from None
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        reader.join(5)
+        raise ProcessFailed(
+            f"{Path(argv[0]).name} did not finish within {timeout:.0f} s and was killed; "
+            f"last output: {' | '.join(list(tail)[-5:])}"
+        ) from None
+    except BaseException:
+        kill_group(proc)  # interrupted or cancelled: leave nothing behind
+        raise
+    reader.join(5)
+    result = ProcessResult(tuple(argv), returncode, time.monotonic() - started, tuple(tail))
+    if check and returncode != 0:
+        raise ProcessFailed(
+            f"{' '.join(argv[:3])} ... exited with code {returncode}; "
+            f"last output: {' | '.join(list(tail)[-5:]) or '(none)'}"
+        )
+    return result
+
+
+def kill_group(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
+    """SIGTERM the whole process group, then SIGKILL whatever is left."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # The leader is gone; make sure no child of the group survives it.
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        return

@@ -1,0 +1,67 @@
+"""The gate that proves a database copy is faithful to its source.
+
+A handful of expectations, whatever the number of tables:
+same table set, every table's exact row count equal to the source snapshot,
+every source index present, and (shared DB) the registry indexes the 4.2.0
+migration needs.
+"""
+
+from __future__ import annotations
+
+from apim_upgrade import queries
+from apim_upgrade.catalog import Snapshot
+from apim_upgrade.gates import Expectation, GateSpec, QueryAsset
+
+
+def build_copy_gate(role: str, source: Snapshot, target: str, target_tables: list[str]) -> GateSpec:
+    """Gate for the copy ``target`` of ``source`` (``role`` is apim or shared)."""
+    schema = source.db_schema
+    counts_query = queries.row_count_comparison(schema, source.row_counts, target_tables)
+    required_indexes = sorted({i.name for i in source.indexes})
+    if role == "shared":
+        required_indexes = sorted(set(required_indexes) | set(queries.REGISTRY_INDEXES))
+    assets = [
+        QueryAsset(
+            name="row_counts",
+            query=counts_query.as_string(),
+            key_column="table_name",
+            expectations=[
+                Expectation(
+                    "same table set as the source",
+                    "ExpectColumnDistinctValuesToEqualSet",
+                    {"column": "table_name", "value_set": source.tables},
+                ),
+                Expectation(
+                    "table missing from the copy",
+                    "ExpectColumnValuesToNotBeNull",
+                    {"column": "actual_rows"},
+                ),
+                Expectation(
+                    "table absent from the source snapshot",
+                    "ExpectColumnValuesToNotBeNull",
+                    {"column": "expected_rows"},
+                ),
+                Expectation(
+                    "row count differs from the source snapshot",
+                    "ExpectColumnPairValuesToBeEqual",
+                    {"column_A": "expected_rows", "column_B": "actual_rows"},
+                ),
+            ],
+        )
+    ]
+    if required_indexes:
+        assets.append(
+            QueryAsset(
+                name="indexes",
+                query=queries.index_names(schema).as_string(),
+                expectations=[
+                    Expectation(
+                        "required indexes present"
+                        + (" (incl. registry indexes for 4.2.0)" if role == "shared" else ""),
+                        "ExpectColumnDistinctValuesToContainSet",
+                        {"column": "indexname", "value_set": required_indexes},
+                    )
+                ],
+            )
+        )
+    return GateSpec(name=f"copy-{role}", database=target, assets=assets)

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real PostgreSQL, a real Prefect API, unique sandbox estates."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# Before anything imports Prefect or GX: private, quiet settings.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="apim-upgrade-prefect-")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+import pytest
+
+from apim_upgrade import db
+from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.pgserver import ServerHandle, find_server
+
+SHARED_WSO2 = Path(__file__).resolve().parents[2] / "shared" / "wso2"
+DBSCRIPTS_400 = SHARED_WSO2 / "dbscripts" / "4.0.0"
+
+
+@pytest.fixture(scope="session")
+def pg_handle() -> Iterator[ServerHandle]:
+    try:
+        handle = find_server()
+    except ApimUpgradeError as exc:
+        pytest.exit(f"no PostgreSQL for the tests: {exc}", returncode=3)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def pg(pg_handle: ServerHandle) -> db.PgServer:
+    return pg_handle.server
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def genuine_dbscripts() -> Path:
+    if not (DBSCRIPTS_400 / "apimgt" / "postgresql.sql").exists():
+        pytest.skip(f"genuine WSO2 4.0.0 DDL not found at {DBSCRIPTS_400}")
+    return DBSCRIPTS_400
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Factory: build a sandbox estate and its plan; everything is dropped afterwards."""
+    from apim_upgrade.plan import load_plan
+    from sandbox.create import create_sandbox
+    from sandbox.estate import drop_estate
+
+    names: list[str] = []
+
+    def factory(scale: int = 1, dbscripts: Path | None = None, subdir: str = "sb") -> Path:
+        plan_path, _ = create_sandbox(
+            tmp_path / subdir, pg, scale=scale, dbscripts=dbscripts, prefix=unique("apim_t")
+        )
+        # Remember the names now: tests may rewrite the plan file.
+        for pair in load_plan(plan_path).databases.roles().values():
+            names.extend([pair.source, pair.target])
+        return plan_path
+
+    yield factory
+    drop_estate(pg, *names)
