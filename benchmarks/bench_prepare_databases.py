@@ -34,7 +34,14 @@ from apim_upgrade.pgserver import find_server  # noqa: E402
 from apim_upgrade.plan import load_plan  # noqa: E402
 from sandbox.create import create_sandbox, destroy_sandbox  # noqa: E402
 
-DEFAULT_DBSCRIPTS = ROOT.parent / "shared" / "wso2" / "dbscripts" / "4.0.0"
+DEFAULT_DBSCRIPTS = next(
+    (
+        p
+        for p in (ROOT.parent / "shared/wso2/dbscripts/4.0.0", Path("/work/shared/wso2/dbscripts/4.0.0"))
+        if p.is_dir()
+    ),
+    ROOT.parent / "shared/wso2/dbscripts/4.0.0",
+)
 
 
 def timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -22,7 +22,17 @@ from apim_upgrade import db
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.pgserver import ServerHandle, find_server
 
-SHARED_WSO2 = Path(__file__).resolve().parents[2] / "shared" / "wso2"
+
+def _shared_wso2() -> Path:
+    """WSO2's reference files: APIM_UPGRADE_SHARED_WSO2, beside the checkout, or /work/shared."""
+    candidates = (
+        [Path(os.environ["APIM_UPGRADE_SHARED_WSO2"])] if "APIM_UPGRADE_SHARED_WSO2" in os.environ else []
+    )
+    candidates += [Path(__file__).resolve().parents[2] / "shared" / "wso2", Path("/work/shared/wso2")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_WSO2 = _shared_wso2()
 DBSCRIPTS_400 = SHARED_WSO2 / "dbscripts" / "4.0.0"
 
 
