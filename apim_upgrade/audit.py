@@ -69,8 +69,7 @@ def mask_secrets(data: Any) -> Any:
     """Copy of ``data`` with values under secret-looking keys replaced by ***."""
     if isinstance(data, dict):
         return {
-            k: (MASK if _is_secret_key(str(k)) and v not in (None, "") else mask_secrets(v))
-            for k, v in data.items()
+            k: (MASK if _is_secret_key(str(k)) and v not in (None, "") else mask_secrets(v)) for k, v in data.items()
         }
     if isinstance(data, list | tuple):
         return [mask_secrets(v) for v in data]
@@ -190,9 +189,7 @@ def read_records(path: Path) -> list[AuditRecord]:
             try:
                 out.append(AuditRecord.model_validate_json(line))
             except ValueError:
-                raise AuditError(
-                    f"{path}:{lineno}: not a valid audit record; the trail was edited by hand"
-                ) from None
+                raise AuditError(f"{path}:{lineno}: not a valid audit record; the trail was edited by hand") from None
     return out
 
 
@@ -215,9 +212,7 @@ def verify_chain(path: Path) -> list[str]:
                 prev, expected_seq = "?", expected_seq + 1
                 continue
             if _record_hash(body) != stored:
-                problems.append(
-                    f"line {lineno} (seq {body.get('seq')}): content does not match its hash (edited)"
-                )
+                problems.append(f"line {lineno} (seq {body.get('seq')}): content does not match its hash (edited)")
             if body.get("prev_sha256") != prev and prev != "?":
                 problems.append(
                     f"line {lineno} (seq {body.get('seq')}): does not follow the previous line "

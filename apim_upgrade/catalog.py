@@ -90,12 +90,8 @@ def take_snapshot(server: db.PgServer, dbname: str, schema: str = "public") -> S
         columns: dict[str, list[Column]] = {t: [] for t in tables}
         for table, name, dtype, size, nullable, default in db.fetch_all(conn, queries.COLUMNS, (schema,)):
             if table in columns:  # views are not tables
-                columns[table].append(
-                    Column(name=name, data_type=dtype, size=size, nullable=nullable, default=default)
-                )
-        indexes = [
-            Index(table=t, name=n, definition=d) for t, n, d in db.fetch_all(conn, queries.INDEXES, (schema,))
-        ]
+                columns[table].append(Column(name=name, data_type=dtype, size=size, nullable=nullable, default=default))
+        indexes = [Index(table=t, name=n, definition=d) for t, n, d in db.fetch_all(conn, queries.INDEXES, (schema,))]
     return Snapshot(
         database=dbname,
         db_schema=schema,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,17 +53,22 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
-    from flows.phases import PHASES
+    from flows.phases import PHASES, check_phase, run_phase
 
     plan = load_plan(args.plan)  # fail fast, before Prefect starts
-    if args.phase and args.phase not in PHASES:
-        raise ApimUpgradeError(f"unknown phase '{args.phase}'; choose one of: {', '.join(PHASES)}")
     selected = [args.phase] if args.phase else list(PHASES)
     for name in selected:
+        check_phase(plan, name)
+    if args.dry_run:
+        if selected != ["schema-upgrade"]:
+            raise ApimUpgradeError("--dry-run is supported for --phase schema-upgrade; add --phase schema-upgrade")
+        from flows.schema_upgrade import dry_run
+
+        print("\n".join(dry_run(str(plan.source_path))))
+        return 0
+    for name in selected:
         print(f"== phase {name}")
-        result = PHASES[name](
-            plan_path=str(plan.source_path), terminate_connections=args.terminate_connections
-        )
+        result = run_phase(name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline)
         print(f"== phase {name} finished: {result}")
     _print_outputs(plan.work_dir)
     return 0
@@ -96,9 +100,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if plan is not None and not problems:
         problems += audit.compare_with_database(plan.server(), plan.databases.apim.target, records)
     if problems:
-        raise AuditError(
-            f"{path}: the audit trail does not verify:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        raise AuditError(f"{path}: the audit trail does not verify:\n" + "\n".join(f"  - {p}" for p in problems))
     print(
         f"{path}: {len(records)} record(s), hash chain intact"
         + (" and matching the database history" if plan is not None else "")
@@ -131,9 +133,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                 (r.flow_run_id or "-")[:8],
             ]
         )
-    _print_table(
-        ["seq", "started (UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"], rows
-    )
+    _print_table(["seq", "started (UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"], rows)
     problems = audit.verify_chain(plan.audit_path)
     print("hash chain: " + ("intact" if not problems else f"BROKEN ({len(problems)} problem(s))"))
     return 0
@@ -169,31 +169,16 @@ def cmd_sandbox_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from apim_upgrade.pgserver import find_server
-    from flows.phases import PHASES
-    from sandbox.create import create_sandbox, destroy_sandbox
+    from sandbox.demo import run_demo
 
-    handle = find_server()
-    where = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="apim-upgrade-demo-"))
-    print(
-        f"PostgreSQL: {handle.server.describe()}"
-        + (f" (throwaway cluster in {handle.throwaway_dir})" if handle.throwaway_dir else "")
+    work_dir = run_demo(args.scale, Path(args.dir) if args.dir else None, args.keep)
+    plan_path = work_dir.parent / "plan.toml"
+    cmd_history(argparse.Namespace(plan=str(plan_path)))
+    # With --keep the target database still holds its copy of the trail: compare with it too.
+    cmd_audit_verify(
+        argparse.Namespace(path=None if args.keep else str(work_dir), plan=str(plan_path) if args.keep else None)
     )
-    plan_path = None
-    try:
-        plan_path, summary = create_sandbox(where, handle.server, scale=args.scale)
-        print(f"sandbox: {summary.apis} APIs, {summary.access_tokens} tokens; plan {plan_path}")
-        for name, phase in PHASES.items():
-            print(f"== phase {name}")
-            print(f"== phase {name} finished: {phase(plan_path=str(plan_path))}")
-        cmd_history(argparse.Namespace(plan=str(plan_path)))
-        cmd_audit_verify(argparse.Namespace(path=None, plan=str(plan_path)))
-        _print_outputs(where / "work")
-    finally:
-        if plan_path is not None and not args.keep:
-            destroy_sandbox(plan_path)
-            print("sandbox databases dropped (use --keep to keep them)")
-        handle.stop()
+    _print_outputs(work_dir)
     return 0
 
 
@@ -215,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    plan = sub.add_parser("plan", help="work with plan files").add_subparsers(
-        dest="plan_command", required=True
-    )
+    plan = sub.add_parser("plan", help="work with plan files").add_subparsers(dest="plan_command", required=True)
     sp = add("check", cmd_plan_check, plan, "validate a plan and run preflight checks")
     sp.add_argument("plan")
     sp.add_argument(
@@ -234,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="terminate other sessions on a source before copying it (explicit opt-in)",
     )
+    sp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="schema-upgrade: print exactly what would run, statement by statement; change nothing",
+    )
+    sp.add_argument(
+        "--rebaseline",
+        action="store_true",
+        help="schema-upgrade: accept changed script files as the applied ones (explicit opt-in)",
+    )
 
     aud = sub.add_parser("audit", help="audit trail").add_subparsers(dest="audit_command", required=True)
     sp = add("verify", cmd_audit_verify, aud, "verify the hash chain (and the database copy with --plan)")
@@ -243,14 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("history", cmd_history, sub, "print the audit trail of a plan as a table")
     sp.add_argument("plan")
 
-    sb = sub.add_parser("sandbox", help="sandbox estates").add_subparsers(
-        dest="sandbox_command", required=True
-    )
+    sb = sub.add_parser("sandbox", help="sandbox estates").add_subparsers(dest="sandbox_command", required=True)
     sp = add("create", cmd_sandbox_create, sb, "build a 4.0.0 estate to rehearse on, and its plan")
     sp.add_argument("--dir", required=True)
-    sp.add_argument(
-        "--pg-dsn", help="PostgreSQL to build on (default: APIM_UPGRADE_PG_DSN or 127.0.0.1:5432)"
-    )
+    sp.add_argument("--pg-dsn", help="PostgreSQL to build on (default: APIM_UPGRADE_PG_DSN or 127.0.0.1:5432)")
     sp.add_argument("--scale", type=int, default=1, help="data volume (100: about a million tokens)")
     sp.add_argument("--dbscripts", help="a WSO2 4.0.0 pack's dbscripts/ folder (default: compact schema)")
     sp = add("destroy", cmd_sandbox_destroy, sb, "drop a sandbox's databases")

@@ -27,9 +27,7 @@ class CopyState(Enum):
 
 
 def marker(plan: Plan, source: str, state: str, **extra: Any) -> str:
-    return MARKER_PREFIX + json.dumps(
-        {"plan": plan.name, "source": source, "state": state, **extra}, sort_keys=True
-    )
+    return MARKER_PREFIX + json.dumps({"plan": plan.name, "source": source, "state": state, **extra}, sort_keys=True)
 
 
 def read_marker(comment: str | None) -> dict[str, Any] | None:

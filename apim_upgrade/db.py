@@ -22,6 +22,7 @@ from apim_upgrade.errors import DatabaseError, DatabaseUnavailable
 
 APPLICATION_NAME = "apim-upgrade"
 Query = str | sql.SQL | sql.Composed
+Connection = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,7 @@ def fetch_one(
         return cur.fetchone() if cur.description else None
 
 
-def execute(
-    conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None
-) -> int:
+def execute(conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None) -> int:
     """Run one statement (or a parameterless script); returns the row count."""
     with conn.cursor() as cur:
         cur.execute(query, params)

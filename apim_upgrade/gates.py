@@ -164,16 +164,15 @@ def _describe_failure(er: Any) -> str:
         shown = [", ".join(f"{k}={v}" for k, v in row.items()) for row in rows[:50]]
         more = f" (+{len(rows) - 50} more)" if len(rows) > 50 else ""
         return "; ".join(shown) + more
-    details = result.get("details") or {}
-    observed = result.get("observed_value")
-    if details.get("value_counts") is not None or observed is not None:
-        expected = set(er.expectation_config.kwargs.get("value_set") or [])
-        seen = set(observed or [])
-        missing, extra = sorted(expected - seen), sorted(seen - expected)
+    missing = result.get("partial_missing_list")
+    extra = result.get("partial_unexpected_list") if result.get("missing_count") is not None else None
+    if missing or extra:
         parts = []
         if missing:
-            parts.append("missing " + ", ".join(map(str, missing)))
-        if extra and er.expectation_config.type != "expect_column_distinct_values_to_contain_set":
-            parts.append("unexpected " + ", ".join(map(str, extra)))
-        return "; ".join(parts) or f"observed {observed}"
+            count = result.get("missing_count", len(missing))
+            parts.append(f"missing ({count}): " + ", ".join(map(str, missing)))
+        if extra:
+            count = result.get("unexpected_count", len(extra))
+            parts.append(f"unexpected ({count}): " + ", ".join(map(str, extra)))
+        return "; ".join(parts)
     return str(result.get("partial_unexpected_list") or result)

@@ -119,9 +119,7 @@ def start_throwaway() -> ServerHandle:
     handle = ServerHandle(db.PgServer(host="127.0.0.1", port=port), throwaway_dir=base)
     if not reachable(handle.server):
         handle.stop()
-        raise PostgresUnavailable(
-            f"started a throwaway cluster in {base} but cannot connect; {HOW_TO_PROVIDE}"
-        )
+        raise PostgresUnavailable(f"started a throwaway cluster in {base} but cannot connect; {HOW_TO_PROVIDE}")
     return handle
 
 

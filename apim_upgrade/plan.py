@@ -70,9 +70,7 @@ class DatabasePair(_Section):
     def _names_fit(self) -> DatabasePair:
         for label, name in (("source", self.source), ("target", self.target)):
             if len(name.encode()) > _MAX_IDENTIFIER_BYTES:
-                raise ValueError(
-                    f"{label} name '{name}' is longer than PostgreSQL's 63-byte limit; shorten it"
-                )
+                raise ValueError(f"{label} name '{name}' is longer than PostgreSQL's 63-byte limit; shorten it")
         if self.source == self.target:
             raise ValueError(f"target '{self.target}' is the source itself; name a new database")
         return self
@@ -86,9 +84,7 @@ class Databases(_Section):
     def _distinct(self) -> Databases:
         names = [self.apim.source, self.apim.target, self.shared.source, self.shared.target]
         if len(set(names)) != 4:
-            raise ValueError(
-                "the four database names (apim/shared source/target) must all differ: " + ", ".join(names)
-            )
+            raise ValueError("the four database names (apim/shared source/target) must all differ: " + ", ".join(names))
         return self
 
     def roles(self) -> dict[str, DatabasePair]:
@@ -107,33 +103,112 @@ class CopySection(_Section):
     )
 
 
-class MigrationEnvironmentSection(_Section):
-    """The disposable 4.2.0 home (filled by the migration-environment phase)."""
+class KeystoreSection(_Section):
+    """One keystore as deployment.toml names it; its password comes from the environment."""
 
-    distribution_zip: Path | None = None
-    jdbc_driver: Path | None = None
-    java_home: Path | None = None
-    keystores: list[Path] = Field(default_factory=list)
-    identity_migration_resources: Path | None = None
-    identity_migration_jar: Path | None = None
-    api_migration_resources: Path | None = None
-    api_migration_jar: Path | None = None
-    accepted_invalid_apis: list[str] = Field(default_factory=list)
+    file_name: str = Field(min_length=1, description="File under repository/resources/security/.")
+    type: str = "JKS"
+    alias: str | None = None
+    password_env: str = Field(description="Environment variable holding the store password.")
+    key_password_env: str | None = Field(None, description="Key password variable (default: password_env).")
+
+    @model_validator(mode="after")
+    def _env_names(self) -> KeystoreSection:
+        for name in (self.password_env, self.key_password_env):
+            if name is not None and not _ENV_NAME.match(name):
+                raise ValueError(f"'{name}' is not an environment variable name")
+        if "/" in self.file_name:
+            raise ValueError(f"file_name '{self.file_name}' must be a bare file name")
+        return self
+
+
+class MigrationEnvironmentSection(_Section):
+    """The disposable 4.2.0 home: pack, driver, keystores, migration kits, secrets by name."""
+
+    distribution_zip: Path = Field(description="The patched WSO2 API-M 4.2.0 pack (zip).")
+    jdbc_driver: Path = Field(description="PostgreSQL JDBC driver jar (postgresql-42.x.jar).")
+    java_home: Path | None = Field(None, description="JDK for api-manager.sh (default: $JAVA_HOME).")
+    keystores: list[Path] = Field(description="The estate's keystore files to copy into the home.")
+    keystore_tls: KeystoreSection
+    keystore_primary: KeystoreSection
+    truststore: KeystoreSection | None = None
+    admin_username: str = "admin"
+    admin_password_env: str = Field("ADMIN_PASSWORD", description="Variable holding the admin password.")
+    db_username: str = Field(description="Role the JVM connects to the copies as.")
+    db_password_env: str = Field("POSTGRES_PASSWORD", description="Variable holding its password.")
+    jdbc_host: str | None = Field(None, description="Database host as the JVM sees it (default: postgres.host).")
+    jdbc_port: int | None = Field(None, ge=1, le=65535)
+    pool_max_active: int = Field(150, ge=1)
+    pool_max_wait: int = Field(30000, ge=0)
+    pool_min_idle: int = Field(5, ge=0)
+    gateway_environments: list[dict[str, Any]] = Field(
+        default_factory=list, description="Each [[apim.gateway.environment]] of the estate."
+    )
+    identity_migration_resources: Path = Field(description="IS migration-resources folder.")
+    identity_migration_jar: Path = Field(description="org.wso2.carbon.is.migration-*.jar")
+    api_migration_resources: Path = Field(description="API-M migration-resources folder.")
+    api_migration_jar: Path = Field(description="org.wso2.carbon.apimgt.migrate.client-*.jar")
+    accepted_invalid_apis: list[str] = Field(
+        default_factory=list, description="APIs ('name:version:provider') allowed to fail pre-validation."
+    )
+    jvm_timeout_seconds: float = Field(3600, gt=0, description="Per JVM run, until server-up.")
     cleanup: Literal["delete", "archive"] = "delete"
+
+    @model_validator(mode="after")
+    def _check(self) -> MigrationEnvironmentSection:
+        for name in (self.admin_password_env, self.db_password_env):
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"'{name}' is not an environment variable name")
+        for i, env in enumerate(self.gateway_environments):
+            if not isinstance(env.get("name"), str) or not env.get("type"):
+                raise ValueError(f"gateway_environments[{i}] needs a 'name' and a 'type'")
+            for key, value in env.items():
+                literal = isinstance(value, str) and not value.startswith(("$env{", "${"))
+                if "password" in key.lower() and literal:
+                    raise ValueError(
+                        f"gateway_environments[{i}].{key} holds a literal secret; use a "
+                        "$env{VAR} or ${admin.password} placeholder"
+                    )
+        for api in self.accepted_invalid_apis:
+            if api.count(":") != 2:
+                raise ValueError(f"accepted_invalid_apis entry '{api}' must be 'name:version:provider'")
+        return self
+
+    def secret_variables(self) -> list[str]:
+        """Every environment variable whose value the JVM needs (never their values)."""
+        names = [self.admin_password_env, self.db_password_env]
+        for ks in (self.keystore_tls, self.keystore_primary, self.truststore):
+            if ks is not None:
+                names += [ks.password_env] + ([ks.key_password_env] if ks.key_password_env else [])
+        return sorted(set(names))
 
 
 class SqlScript(_Section):
-    from_version: str
-    to_version: str
+    """One vendor upgrade script (WSO2 support hands them out)."""
+
+    from_version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    to_version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
     path: Path
+    dbscripts: Path | None = Field(
+        None, description="The to_version pack's dbscripts/ folder: its tables/columns must exist after."
+    )
+    expected_row_changes: list[str] = Field(
+        default_factory=list, description="Tables whose row count this script is allowed to change."
+    )
 
 
 class SchemaUpgradeSection(_Section):
-    """Vendor SQL scripts 4.2.0 -> 4.3.0 -> 4.4.0 (applied by schema-upgrade)."""
+    """Vendor SQL scripts 4.2.0 -> 4.3.0 -> 4.4.0 (applied by schema-upgrade), and conformance."""
 
-    scripts: list[SqlScript] = Field(default_factory=list)
-    dbscripts_440: Path | None = None
-    accepted_differences: list[str] = Field(default_factory=list)
+    start_version: str = "4.2.0"
+    scripts: list[SqlScript] = Field(min_length=1)
+    target_dbscripts: Path = Field(description="The 4.4.0 pack's dbscripts/ folder (conformance reference).")
+    source_dbscripts: Path | None = Field(
+        None, description="The 4.0.0 pack's dbscripts/ folder: tells whether the source was customised."
+    )
+    accepted_differences: list[str] = Field(
+        default_factory=list, description="Conformance difference keys (kind:table.name) that are accepted."
+    )
 
 
 class Target440Section(_Section):

@@ -49,9 +49,7 @@ class PreflightReport:
 
 def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> PreflightReport:
     """Check server, role, databases, sessions and disk; never writes."""
-    terminate = (
-        plan.copy_options.terminate_connections if terminate_connections is None else terminate_connections
-    )
+    terminate = plan.copy_options.terminate_connections if terminate_connections is None else terminate_connections
     findings: list[Finding] = []
     sessions: dict[str, list[tuple[int, str, str, str]]] = {}
 
@@ -75,8 +73,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
             add(
                 "error",
                 "copy strategy",
-                f"copy.strategy = '{plan.copy_options.strategy}' needs PostgreSQL 15+; "
-                'set copy.strategy = "default"',
+                f"copy.strategy = '{plan.copy_options.strategy}' needs PostgreSQL 15+; set copy.strategy = \"default\"",
             )
 
         superuser, createdb = db.fetch_one(conn, queries.ROLE_PRIVILEGES) or (False, False)
@@ -142,9 +139,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
             elif state is CopyState.INCOMPLETE:
                 add("warning", f"{role} target", f"'{pair.target}' is an unfinished copy: it will be rebuilt")
 
-        other = db.fetch_all(
-            conn, queries.OTHER_SESSIONS, ([p.source for p in plan.databases.roles().values()],)
-        )
+        other = db.fetch_all(conn, queries.OTHER_SESSIONS, ([p.source for p in plan.databases.roles().values()],))
         for datname, pid, app, addr, user, _state in other:
             sessions.setdefault(datname, []).append((pid, app, addr, user))
         for datname, rows in sessions.items():

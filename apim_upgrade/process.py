@@ -119,3 +119,115 @@ def kill_group(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             continue
         return
+
+
+class Supervised:
+    """A long-running child (a server) watched line by line until a condition holds.
+
+    The child runs in its own process group; :meth:`stop` (also called on
+    exit from the ``with`` block, whatever happened) terminates the whole
+    group and waits until nothing of it is left.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str | Path],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.argv = [str(a) for a in args]
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._on_line = on_line
+        self._cond = threading.Condition()
+        self._matched: str | None = None
+        self._watch: Callable[[str], bool] | None = None
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+                text=True,
+                errors="replace",
+                bufsize=1,
+            )
+        except OSError as exc:
+            raise ProcessFailed(f"cannot start {self.argv[0]}: {exc.strerror}; check the path") from None
+        self.pgid = os.getpgid(self.proc.pid)
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def __enter__(self) -> Supervised:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            self.tail.append(line)
+            if self._on_line is not None:
+                self._on_line(line)
+            with self._cond:
+                if self._watch is not None and self._matched is None and self._watch(line):
+                    self._matched = line
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str | None:
+        """The first line (from now on) satisfying ``predicate``; None if the child ended first.
+
+        Raises ProcessFailed on timeout (the caller then stops the child).
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._matched, self._watch = None, predicate
+            while self._matched is None:
+                if not self._reader.is_alive():
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProcessFailed(
+                        f"{Path(self.argv[0]).name} did not reach its completion marker within "
+                        f"{timeout:.0f} s; last output: {' | '.join(list(self.tail)[-5:]) or '(none)'}"
+                    )
+                self._cond.wait(min(remaining, 0.5))
+            return self._matched
+
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self, grace: float = 30.0) -> int | None:
+        """Terminate the whole process group; returns the leader's exit code."""
+        if self.proc.poll() is None:
+            kill_group(self.proc, grace)
+        else:
+            _kill_leftovers(self.pgid)
+        self._reader.join(5)
+        return self.proc.poll()
+
+
+def _kill_leftovers(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group exists (for tests and post-stop checks)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -51,9 +51,7 @@ FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
 # --- database copies ---------------------------------------------------------
 
 
-def create_database_from_template(
-    target: str, template: str, owner: str, strategy: str | None
-) -> sql.Composed:
+def create_database_from_template(target: str, template: str, owner: str, strategy: str | None) -> sql.Composed:
     query = sql.SQL("CREATE DATABASE {} WITH TEMPLATE {} OWNER {}").format(
         sql.Identifier(target), sql.Identifier(template), sql.Identifier(owner)
     )
@@ -131,12 +129,9 @@ def row_count_comparison(schema: str, expected: dict[str, int], actual_tables: S
     """
     if expected:
         expected_rows = sql.SQL(", ").join(
-            sql.SQL("({}, {}::bigint)").format(sql.Literal(t), sql.Literal(n))
-            for t, n in sorted(expected.items())
+            sql.SQL("({}, {}::bigint)").format(sql.Literal(t), sql.Literal(n)) for t, n in sorted(expected.items())
         )
-        expected_sql = sql.SQL("SELECT * FROM (VALUES {}) AS e(table_name, expected_rows)").format(
-            expected_rows
-        )
+        expected_sql = sql.SQL("SELECT * FROM (VALUES {}) AS e(table_name, expected_rows)").format(expected_rows)
     else:
         expected_sql = sql.Composed(
             [sql.SQL("SELECT NULL::text AS table_name, NULL::bigint AS expected_rows WHERE false")]
@@ -203,6 +198,219 @@ def audit_hashes() -> sql.Composed:
 HISTORY_TABLE_EXISTS = "SELECT to_regclass('apim_upgrade.audit_log') IS NOT NULL"
 
 
+SANDBOX_ROLE_COMMENT = "apim-upgrade sandbox role"
+ROLE_INFO = "SELECT rolcanlogin AND rolcreatedb, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s"
+
+
 def create_role(name: str) -> sql.Composed:
-    """A NOLOGIN role to own sandbox copies (the sandbox's stand-in for wso2_apim)."""
-    return sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name))
+    """The sandbox's stand-in for wso2_apim: owns the estate, and the stand-in JVM logs in as it.
+
+    CREATEDB only because the stand-in server loads its pack's DDL into a scratch
+    database to know the target schema; WSO2's own user needs no such right.
+    """
+    return sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(name))
+
+
+def allow_login(name: str) -> sql.Composed:
+    return sql.SQL("ALTER ROLE {} LOGIN CREATEDB").format(sql.Identifier(name))
+
+
+def comment_on_role(name: str, comment: str) -> sql.Composed:
+    return sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
+
+
+# --- completed steps (resume truth, inside the target API-M database) ---------------
+# Unlike audit_log (a mirror of the whole trail), this table only ever holds steps
+# that ran against *this* database: a rebuilt copy starts with it empty.
+
+
+def create_completed_steps() -> sql.Composed:
+    return sql.SQL(
+        """
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.completed_steps (
+    phase        text NOT NULL,
+    step         text NOT NULL,
+    completed_at timestamptz NOT NULL DEFAULT now(),
+    flow_run_id  text,
+    evidence     jsonb NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (phase, step)
+);
+"""
+    ).format(schema=sql.Identifier(HISTORY_SCHEMA))
+
+
+def upsert_completed_step() -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {}.completed_steps (phase, step, flow_run_id, evidence) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (phase, step) DO UPDATE SET "
+        "completed_at = now(), flow_run_id = EXCLUDED.flow_run_id, evidence = EXCLUDED.evidence"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+def select_completed_step() -> sql.Composed:
+    return sql.SQL(
+        "SELECT completed_at, flow_run_id, evidence FROM {}.completed_steps WHERE phase = %s AND step = %s"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+COMPLETED_STEPS_EXISTS = "SELECT to_regclass('apim_upgrade.completed_steps') IS NOT NULL"
+
+
+# --- schema conformance: catalogue reads for apim_upgrade.schema_diff --------------
+# All four read one schema (``%s``); run them in one snapshot after
+# CATALOG_SEARCH_PATH, so regclass defaults such as nextval('x'::regclass) print
+# unqualified for sequences of that schema, as they do in a freshly loaded WSO2 DDL.
+
+CATALOG_SEARCH_PATH = "SELECT set_config('search_path', quote_ident(%s), true)"
+
+# format_type gives the declared type with its length ("character varying(255)"),
+# which information_schema.columns.data_type drops.
+CATALOG_COLUMNS = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY c.relname, a.attnum
+"""
+
+# Key columns in key order (conkey order), not in table order.
+CATALOG_PRIMARY_KEYS = """
+SELECT c.relname,
+       array(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+             ORDER BY k.ord)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND con.contype = 'p'
+ORDER BY c.relname
+"""
+
+# The quote_ident columns let the caller strip exactly the index name and the schema
+# qualifier that pg_get_indexdef prints, however they are quoted.
+CATALOG_INDEXES = """
+SELECT t.relname, i.relname, pg_get_indexdef(i.oid), quote_ident(i.relname),
+       quote_ident(n.nspname), quote_ident(t.relname)
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = %s AND t.relkind IN ('r', 'p') AND NOT t.relispartition
+ORDER BY t.relname, i.relname
+"""
+
+CATALOG_SEQUENCES = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relkind = 'S'
+ORDER BY c.relname
+"""
+
+
+def create_scratch_database(name: str) -> sql.Composed:
+    """A clean UTF8 database (template0: nothing added to template1 leaks in)."""
+    return sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
+
+
+# --- schema upgrade: script history and the per-database advisory lock -----------------
+
+# Advisory locks take two int4 keys: a fixed namespace for this tool, and the
+# target database's name hashed, so two runs on the same database collide.
+ADVISORY_NAMESPACE = 0x41504D55  # 'APMU'
+TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s))"
+ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
+ADVISORY_HOLDER = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), '(no application name)'),
+       coalesce(host(a.client_addr), 'local socket'), a.usename, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid
+  AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid AND l.objsubid = 2
+"""
+SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
+
+
+def create_schema_history() -> sql.Composed:
+    return sql.SQL(
+        """
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.schema_history (
+    installed_rank integer PRIMARY KEY,
+    from_version   text NOT NULL,
+    to_version     text NOT NULL,
+    script         text NOT NULL,
+    sha256         text NOT NULL,
+    statements     integer NOT NULL,
+    duration_ms    integer NOT NULL,
+    applied_at     timestamptz NOT NULL DEFAULT now(),
+    applied_by     text NOT NULL,
+    flow_run_id    text,
+    rebaselined_from text,
+    UNIQUE (from_version, to_version)
+);
+"""
+    ).format(schema=sql.Identifier(HISTORY_SCHEMA))
+
+
+def select_schema_history() -> sql.Composed:
+    return sql.SQL(
+        "SELECT installed_rank, from_version, to_version, script, sha256, statements, duration_ms, applied_at "
+        "FROM {}.schema_history ORDER BY installed_rank"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+def insert_schema_history() -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {}.schema_history (installed_rank, from_version, to_version, script, sha256, statements, "
+        "duration_ms, applied_by, flow_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+def rebaseline_schema_history() -> sql.Composed:
+    return sql.SQL(
+        "UPDATE {}.schema_history SET rebaselined_from = sha256, sha256 = %s, script = %s "
+        "WHERE from_version = %s AND to_version = %s"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+SCHEMA_HISTORY_EXISTS = "SELECT to_regclass('apim_upgrade.schema_history') IS NOT NULL"
+
+
+def set_local_role(role: str) -> sql.Composed:
+    return sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role))
+
+
+# --- checkpoint snapshots (the "before" of a step survives a crash or a failed gate) ------
+
+
+def create_checkpoints() -> sql.Composed:
+    return sql.SQL(
+        """
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
+    phase      text NOT NULL,
+    label      text NOT NULL,
+    taken_at   timestamptz NOT NULL DEFAULT now(),
+    snapshot   jsonb NOT NULL,
+    PRIMARY KEY (phase, label)
+);
+"""
+    ).format(schema=sql.Identifier(HISTORY_SCHEMA))
+
+
+def insert_checkpoint() -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {}.checkpoints (phase, label, snapshot) VALUES (%s, %s, %s) ON CONFLICT (phase, label) DO NOTHING"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+def select_checkpoint() -> sql.Composed:
+    return sql.SQL("SELECT snapshot::text FROM {}.checkpoints WHERE phase = %s AND label = %s").format(
+        sql.Identifier(HISTORY_SCHEMA)
+    )
+
+
+CHECKPOINTS_EXIST = "SELECT to_regclass('apim_upgrade.checkpoints') IS NOT NULL"

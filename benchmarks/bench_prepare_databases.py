@@ -35,11 +35,7 @@ from apim_upgrade.plan import load_plan  # noqa: E402
 from sandbox.create import create_sandbox, destroy_sandbox  # noqa: E402
 
 DEFAULT_DBSCRIPTS = next(
-    (
-        p
-        for p in (ROOT.parent / "shared/wso2/dbscripts/4.0.0", Path("/work/shared/wso2/dbscripts/4.0.0"))
-        if p.is_dir()
-    ),
+    (p for p in (ROOT.parent / "shared/wso2/dbscripts/4.0.0", Path("/work/shared/wso2/dbscripts/4.0.0")) if p.is_dir()),
     ROOT.parent / "shared/wso2/dbscripts/4.0.0",
 )
 
@@ -88,9 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument(
-        "--dbscripts", type=Path, default=DEFAULT_DBSCRIPTS if DEFAULT_DBSCRIPTS.exists() else None
-    )
+    parser.add_argument("--dbscripts", type=Path, default=DEFAULT_DBSCRIPTS if DEFAULT_DBSCRIPTS.exists() else None)
     args = parser.parse_args()
 
     handle = find_server()
@@ -114,9 +108,7 @@ def main() -> None:
     try:
         for scale in args.scales:
             t0 = time.perf_counter()
-            plan_path, summary = create_sandbox(
-                work / f"scale{scale}", server, scale=scale, dbscripts=args.dbscripts
-            )
+            plan_path, summary = create_sandbox(work / f"scale{scale}", server, scale=scale, dbscripts=args.dbscripts)
             build = time.perf_counter() - t0
             plan = load_plan(plan_path)
             with db.session(server, "postgres", read_only=True) as conn:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,13 @@ from sandbox.estate import EstateSummary, build_estate, drop_estate
 
 OWNER = "wso2_apim"
 PASSWORD_ENV = "APIM_UPGRADE_PG_PASSWORD"
+SECRETS_FILE = "sandbox.env"
+# Names of the variables the JVM phases read; their sandbox values live in sandbox.env.
+SECRET_VARIABLES = {
+    "admin": "APIM_SANDBOX_ADMIN_PASSWORD",
+    "db": "APIM_SANDBOX_DB_PASSWORD",
+    "keystore": "APIM_SANDBOX_KEYSTORE_PASSWORD",
+}
 
 
 def sandbox_names(prefix: str) -> dict[str, str]:
@@ -29,14 +38,27 @@ def sandbox_names(prefix: str) -> dict[str, str]:
     }
 
 
-def ensure_role(server: db.PgServer, role: str) -> None:
+def ensure_role(server: db.PgServer, role: str) -> bool:
+    """Make sure the owner role exists; True when the stand-in JVM can log in as it.
+
+    A role this tool created (marked by its comment) is ours to change; any other
+    role of that name is used as it is.
+    """
     with db.session(server, "postgres", autocommit=True) as conn:
-        if not db.fetch_one(conn, queries.ROLE_EXISTS, (role,)):
-            try:
+        info = db.fetch_one(conn, queries.ROLE_INFO, (role,))
+        try:
+            if info is None:
                 db.execute(conn, queries.create_role(role))
-            except db.PgError as exc:
-                if exc.sqlstate != "42710":  # created concurrently by another sandbox
-                    raise SandboxError(f"cannot create role {role}: {db.describe_pg_error(exc)}") from None
+                db.execute(conn, queries.comment_on_role(role, queries.SANDBOX_ROLE_COMMENT))
+                return True
+            if not info[0] and info[1] == queries.SANDBOX_ROLE_COMMENT:
+                db.execute(conn, queries.allow_login(role))
+                return True
+        except db.PgError as exc:
+            if exc.sqlstate != "42710":  # created concurrently by another sandbox
+                raise SandboxError(f"cannot create role {role}: {db.describe_pg_error(exc)}") from None
+            return True
+        return bool(info[0])
 
 
 def create_sandbox(
@@ -46,8 +68,13 @@ def create_sandbox(
     scale: int = 1,
     dbscripts: Path | None = None,
     prefix: str | None = None,
+    with_distribution: bool = True,
 ) -> tuple[Path, EstateSummary]:
-    """Build the estate, write ``plan.toml`` and ``estate.json`` into ``directory``."""
+    """Build the estate, write ``plan.toml`` and ``estate.json`` into ``directory``.
+
+    ``with_distribution`` also builds the stand-in 4.2.0 pack and migration kits the
+    JVM phases need (skipped by tests that only exercise the database phase).
+    """
     if scale < 1:
         raise SandboxError(f"--scale must be 1 or more, not {scale}")
     directory = directory.resolve()
@@ -58,7 +85,7 @@ def create_sandbox(
     if not re.fullmatch(r"[A-Za-z0-9_]{1,40}", prefix):
         raise SandboxError(f"sandbox prefix '{prefix}' must be 1-40 letters, digits or underscores")
     names = sandbox_names(prefix)
-    ensure_role(server, OWNER)
+    owner_can_login = ensure_role(server, OWNER)
     summary = build_estate(
         server,
         apim_db=names["apim_source"],
@@ -69,6 +96,12 @@ def create_sandbox(
     )
     directory.mkdir(parents=True, exist_ok=True)
     plan = _plan_document(prefix, names, server)
+    if with_distribution:
+        # The JVM logs in as the estate's owner (as WSO2's own user does), so whatever it creates
+        # is owned like the rest of the schema; trust/peer setups only, else the maintenance user.
+        jvm_user = OWNER if owner_can_login and server.password is None else server.user
+        plan["migration_environment"] = _migration_environment(directory, server, dbscripts, jvm_user)
+        plan["schema_upgrade"] = _schema_upgrade(directory, server, dbscripts)
     tmp = plan_path.with_suffix(".toml.tmp")
     tmp.write_text(_HEADER + tomli_w.dumps(plan))
     tmp.replace(plan_path)
@@ -108,4 +141,156 @@ def _plan_document(prefix: str, names: dict[str, str], server: db.PgServer) -> d
             "shared": {"source": names["shared_source"], "target": names["shared_target"], "owner": OWNER},
         },
         "copy": {"strategy": "default", "terminate_connections": False},
+    }
+
+
+def sandbox_secrets(directory: Path) -> dict[str, str]:
+    """The sandbox's throwaway secrets (``DIR/sandbox.env``), for the demo and the tests."""
+    values = {}
+    for line in (directory / SECRETS_FILE).read_text().splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].partition("=")
+            values[name] = value.strip("'")
+    return values
+
+
+def _java_home(directory: Path) -> Path:
+    """The machine's JDK, or a stand-in JDK folder when none is installed (the stand-in needs none)."""
+    java = shutil.which("java")
+    if java:
+        return Path(os.path.realpath(java)).parent.parent
+    home = directory / "jdk-standin"
+    (home / "bin").mkdir(parents=True, exist_ok=True)
+    script = home / "bin" / "java"
+    script.write_text("#!/bin/sh\necho 'openjdk version \"17.0.0\" (apim-upgrade sandbox stand-in JDK)'\n")
+    script.chmod(0o755)
+    return home
+
+
+UPGRADE_STEPS = (("4.2.0", "4.3.0"), ("4.3.0", "4.4.0"))
+COMPACT_TREE = Path(__file__).resolve().parent / "sql" / "compact"
+
+
+def _schema_upgrade(directory: Path, server: db.PgServer, dbscripts: Path | None) -> dict[str, Any]:
+    """The reference DDL of each version, and stand-in vendor scripts generated from it.
+
+    WSO2's 4.2.0->4.3.0 and 4.3.0->4.4.0 scripts are private, so the sandbox writes its own
+    from the difference between the versions' DDL (see sandbox/schema_sync.py).
+    """
+    from sandbox.schema_sync import generate_upgrade_script
+
+    versions = ["4.0.0", "4.2.0", "4.3.0", "4.4.0"]
+    for version in versions:
+        source = _pack_dbscripts(dbscripts, version) if dbscripts else COMPACT_TREE / version
+        assert source is not None
+        shutil.copytree(source, directory / "dbscripts" / version, dirs_exist_ok=True)
+    scripts = []
+    for old, new in UPGRADE_STEPS:
+        out = directory / "scripts" / f"wso2am-{old}-to-{new}.postgresql.sql"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        generate_upgrade_script(
+            server,
+            directory / "dbscripts" / old / "apimgt" / "postgresql.sql",
+            directory / "dbscripts" / new / "apimgt" / "postgresql.sql",
+            out,
+            title=f"WSO2 API-M {old} -> {new} (API-M database)",
+        )
+        scripts.append(
+            {
+                "from_version": old,
+                "to_version": new,
+                "path": str(out.relative_to(directory)),
+                "dbscripts": f"dbscripts/{new}",
+            }
+        )
+    return {
+        "start_version": "4.2.0",
+        "scripts": scripts,
+        "target_dbscripts": "dbscripts/4.4.0",
+        "source_dbscripts": "dbscripts/4.0.0",
+    }
+
+
+def _pack_dbscripts(dbscripts: Path | None, version: str) -> Path | None:
+    """The DDL the stand-in pack of ``version`` ships: beside the 4.0.0 one given, or our compact tree."""
+    if dbscripts is None:
+        return None
+    if version == "4.0.0":
+        return Path(dbscripts).resolve()
+    sibling = Path(dbscripts).resolve().parent / version
+    if not (sibling / "apimgt" / "postgresql.sql").is_file():
+        raise SandboxError(
+            f"--dbscripts {dbscripts}: the {version} DDL is expected beside it at {sibling} "
+            "(a folder per version, like shared/wso2/dbscripts/); add it or omit --dbscripts"
+        )
+    return sibling
+
+
+def _migration_environment(
+    directory: Path, server: db.PgServer, dbscripts: Path | None, jvm_user: str
+) -> dict[str, Any]:
+    """Stand-in 4.2.0 pack and migration kits, and the plan section that points at them."""
+    from sandbox.distribution.build import build_distribution, build_migration_kit
+
+    pack = build_distribution("4.2.0", directory / "packs", dbscripts=_pack_dbscripts(dbscripts, "4.2.0"))
+    kit = build_migration_kit(directory / "kit")
+    secrets_path = directory / SECRETS_FILE
+    values = {
+        SECRET_VARIABLES["admin"]: secrets.token_urlsafe(12),
+        SECRET_VARIABLES["db"]: server.password.get_secret_value() if server.password else "trust-auth-unused",
+        SECRET_VARIABLES["keystore"]: kit.store_password,
+    }
+    secrets_path.write_text(
+        "# Throwaway secrets of this sandbox (never of a real estate): source this file.\n"
+        + "".join(f"export {k}='{v}'\n" for k, v in values.items())
+    )
+    secrets_path.chmod(0o600)
+    rel = lambda p: str(Path(p).relative_to(directory))  # noqa: E731 - paths stay relative to the plan
+    keystore_env = SECRET_VARIABLES["keystore"]
+    return {
+        "distribution_zip": rel(pack),
+        "jdbc_driver": rel(kit.jdbc_driver),
+        "java_home": str(_java_home(directory)),
+        "keystores": [rel(k) for k in kit.keystores],
+        "keystore_tls": {
+            "file_name": "tls-keystore.jks",
+            "alias": "serverCert",
+            "password_env": keystore_env,
+        },
+        "keystore_primary": {
+            "file_name": "internal-keystore.jks",
+            "alias": "encryptkey",
+            "password_env": keystore_env,
+        },
+        "truststore": {"file_name": "client-truststore.jks", "password_env": keystore_env},
+        "admin_password_env": SECRET_VARIABLES["admin"],
+        "db_username": jvm_user,
+        "db_password_env": SECRET_VARIABLES["db"],
+        "gateway_environments": [_gateway(name) for name in ("internal", "external")],
+        "identity_migration_resources": rel(kit.identity_resources),
+        "identity_migration_jar": rel(kit.identity_jar),
+        "api_migration_resources": rel(kit.api_resources),
+        "api_migration_jar": rel(kit.api_jar),
+        "jvm_timeout_seconds": 300,
+        "cleanup": "delete",
+    }
+
+
+def _gateway(name: str) -> dict[str, Any]:
+    """A gateway environment as the field guide configures its internal and external groups."""
+    return {
+        "name": name,
+        "type": "hybrid",
+        "display_in_api_console": True,
+        "description": "This is a hybrid gateway that handles both production and sandbox token traffic.",
+        "show_as_token_endpoint_url": True,
+        "service_url": "https://localhost:${mgt.transport.https.port}/services/",
+        "username": "${admin.username}",
+        "password": "${admin.password}",
+        "ws_endpoint": "ws://localhost:9099",
+        "wss_endpoint": "wss://localhost:8099",
+        "http_endpoint": "http://localhost:${http.nio.port}",
+        "https_endpoint": "https://localhost:${https.nio.port}",
+        "websub_event_receiver_http_endpoint": "http://localhost",
+        "websub_event_receiver_https_endpoint": "https://localhost",
     }

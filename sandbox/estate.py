@@ -172,7 +172,8 @@ def _check_arguments(apim_db: str, shared_db: str, scale: int) -> None:
 
 def _resolve_schema(dbscripts: Path | None) -> _Schema:
     if dbscripts is None:
-        return _Schema("compact", _packaged("compact_apimgt.sql"), _packaged("compact_shared.sql"))
+        # Our compact schema is laid out like a pack's dbscripts/ tree, one folder per version.
+        return _Schema("compact", _packaged(f"compact/4.0.0/{APIM_DDL}"), _packaged(f"compact/4.0.0/{SHARED_DDL}"))
     folder = Path(dbscripts)
     scripts = []
     for relative in (APIM_DDL, SHARED_DDL):
@@ -190,7 +191,7 @@ def _resolve_schema(dbscripts: Path | None) -> _Schema:
 
 
 def _packaged(name: str) -> _Script:
-    text = resources.files("sandbox").joinpath("sql", name).read_text(encoding="utf-8")
+    text = resources.files("sandbox").joinpath("sql", *name.split("/")).read_text(encoding="utf-8")
     return _Script(f"sandbox/sql/{name}", text)
 
 
@@ -199,26 +200,19 @@ def _create_databases(server: PgServer, names: list[str], owner: str | None, cre
         _step(MAINTENANCE_DB, "creating the sandbox databases"),
         session(server, MAINTENANCE_DB, autocommit=True) as conn,
     ):
-        taken = fetch_all(
-            conn, "SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1", (names,)
-        )
+        taken = fetch_all(conn, "SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1", (names,))
         if taken:
             listed = ", ".join(repr(row[0]) for row in taken)
             raise SandboxError(
                 f"sandbox: database {listed} already exists on {server.describe()}; "
                 "choose other names or drop it first (drop_estate)"
             )
-        if (
-            owner is not None
-            and fetch_one(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)) is None
-        ):
+        if owner is not None and fetch_one(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)) is None:
             raise SandboxError(f"sandbox: owner role {owner!r} does not exist on {server.describe()}")
         for name in names:
             # template0 + UTF8: a clean database whatever was added to template1, in the
             # encoding WSO2 requires for PostgreSQL.
-            query = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
-                sql.Identifier(name)
-            )
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
             if owner is not None:
                 query = sql.SQL("{} OWNER {}").format(query, sql.Identifier(owner))
             execute(conn, query)
@@ -294,8 +288,6 @@ def _step(dbname: str, what: str) -> Iterator[None]:
     try:
         yield
     except PgError as exc:
-        raise SandboxError(
-            f"sandbox: {what} failed in database {dbname!r}: {describe_pg_error(exc)}"
-        ) from exc
+        raise SandboxError(f"sandbox: {what} failed in database {dbname!r}: {describe_pg_error(exc)}") from exc
     except DatabaseError as exc:
         raise SandboxError(f"sandbox: {what} failed in database {dbname!r}: {exc}") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -12,6 +14,7 @@ from apim_upgrade.gates import run_gate
 from apim_upgrade.plan import Plan
 from apim_upgrade.steps import audited_step
 from expectations.copy_gate import build_copy_gate
+from expectations.migration_gate import build_change_gate
 from tasks.retry import retryable_task
 
 PHASE = "prepare-databases"
@@ -77,9 +80,7 @@ def comparison_rows(source: Snapshot, copy: Snapshot) -> list[dict[str, object]]
     for table in sorted(set(source.row_counts) | set(copy.row_counts)):
         a, b = source.row_counts.get(table), copy.row_counts.get(table)
         status = (
-            "ok"
-            if a == b
-            else ("missing in copy" if b is None else "not in source" if a is None else "count differs")
+            "ok" if a == b else ("missing in copy" if b is None else "not in source" if a is None else "count differs")
         )
         rows.append({"table": table, "source_rows": a, "copy_rows": b, "status": status})
     return rows
@@ -92,3 +93,76 @@ def _outcomes_markdown(gate: str, outcomes: list, docs: str | None) -> str:
     if docs:
         lines += ["", f"Data Docs: {docs}"]
     return "\n".join(lines)
+
+
+# Which tables each JVM migration step is responsible for (the identity migration
+# handles everything that is not API-M's own AM_ tables, including the shared DB).
+# Row counts a step is known to change: the API-M client's artifact re-indexing runs
+# post-migration-scripts/common/reg_db/reg-index.sql, which cleans up REG_LOG.
+EXPECTED_COUNT_CHANGES: dict[str, dict[str, set[str]]] = {"api": {"shared": {"reg_log"}}}
+COMPONENT_TABLES = {
+    "identity": {"apim": lambda t: not t.startswith("am_"), "shared": lambda t: True},
+    "api": {"apim": lambda t: t.startswith("am_"), "shared": lambda t: False},
+}
+DDL_FILES = {"apim": Path("apimgt") / "postgresql.sql", "shared": Path("postgresql.sql")}
+
+
+@retryable_task("validate_migration")
+def validate_migration(
+    plan: Plan, phase: str, before: dict[str, Snapshot], component: str, dbscripts: str
+) -> list[dict[str, object]]:
+    """After a JVM run: no table lost, counts unchanged, the new version's tables/columns present."""
+    from apim_upgrade.schema_diff import reference_catalog
+
+    server = plan.server()
+    summaries = []
+    with audited_step(plan, phase, "validate_migration", {"component": component}) as rec:
+        failures: list[str] = []
+        docs = None
+        for role, pair in plan.databases.roles().items():
+            include = COMPONENT_TABLES[component][role]
+            reference = reference_catalog(server, Path(dbscripts) / DDL_FILES[role], plan.work_dir / "catalogs")
+            required = [f"{t}.{c}" for t, tdef in reference.tables.items() if include(t) for c in tdef.columns]
+            after = take_snapshot(server, pair.target, pair.db_schema)
+            spec = build_change_gate(
+                f"{phase}-{role}",
+                pair.target,
+                before[role],
+                after.tables,
+                required_columns=required,
+                count_may_change=EXPECTED_COUNT_CHANGES.get(component, {}).get(role, set()),
+            )
+            result = run_gate(plan.work_dir / "gx", server, spec)
+            docs = result.docs_index
+            rec.gates.append(result.summary())
+            summaries += comparison_rows(before[role], after)
+            failures += [f"{pair.target}: {f}" for f in result.failures]
+        changed = [r for r in summaries if r["status"] != "ok"]
+        create_table_artifact(
+            key=f"{phase}-row-counts",
+            table=changed or [{"table": "(no changes)"}],
+            description=f"Tables whose row count changed during {phase}",
+        )
+        if failures:
+            raise GateFailed(f"{phase}", failures, docs)
+    return summaries
+
+
+@retryable_task("validate_unchanged")
+def validate_unchanged(plan: Plan, phase: str, before: dict[str, Snapshot]) -> None:
+    """A read-only step (pre-migration validation) must leave every table's row count as it was."""
+    server = plan.server()
+    with audited_step(plan, phase, "validate_unchanged") as rec:
+        failures: list[str] = []
+        docs = None
+        for role, pair in plan.databases.roles().items():
+            after = take_snapshot(server, pair.target, pair.db_schema)
+            spec = build_change_gate(f"{phase}-{role}", pair.target, before[role], after.tables)
+            result = run_gate(plan.work_dir / "gx", server, spec)
+            docs = result.docs_index
+            rec.gates.append(result.summary())
+            failures += [f"{pair.target}: {f}" for f in result.failures]
+            if after.catalog_digest() != before[role].catalog_digest():
+                failures.append(f"{pair.target}: the schema changed during a read-only step")
+        if failures:
+            raise GateFailed(phase, failures, docs)

@@ -25,9 +25,7 @@ from apim_upgrade.pgserver import ServerHandle, find_server
 
 def _shared_wso2() -> Path:
     """WSO2's reference files: APIM_UPGRADE_SHARED_WSO2, beside the checkout, or /work/shared."""
-    candidates = (
-        [Path(os.environ["APIM_UPGRADE_SHARED_WSO2"])] if "APIM_UPGRADE_SHARED_WSO2" in os.environ else []
-    )
+    candidates = [Path(os.environ["APIM_UPGRADE_SHARED_WSO2"])] if "APIM_UPGRADE_SHARED_WSO2" in os.environ else []
     candidates += [Path(__file__).resolve().parents[2] / "shared" / "wso2", Path("/work/shared/wso2")]
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
@@ -79,9 +77,14 @@ def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path
 
     names: list[str] = []
 
-    def factory(scale: int = 1, dbscripts: Path | None = None, subdir: str = "sb") -> Path:
+    def factory(scale: int = 1, dbscripts: Path | None = None, subdir: str = "sb", jvm: bool = False) -> Path:
         plan_path, _ = create_sandbox(
-            tmp_path / subdir, pg, scale=scale, dbscripts=dbscripts, prefix=unique("apim_t")
+            tmp_path / subdir,
+            pg,
+            scale=scale,
+            dbscripts=dbscripts,
+            prefix=unique("apim_t"),
+            with_distribution=jvm,
         )
         # Remember the names now: tests may rewrite the plan file.
         for pair in load_plan(plan_path).databases.roles().values():

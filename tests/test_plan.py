@@ -57,9 +57,7 @@ def test_unknown_keys_are_errors_at_every_level(tmp_path: Path) -> None:
 
 
 def test_missing_key_and_same_source_target(tmp_path: Path) -> None:
-    text = VALID.replace('target = "wso2am_am"', 'target = "wso2_am_db"').replace(
-        'target = "wso2am_shared"\n', ""
-    )
+    text = VALID.replace('target = "wso2am_am"', 'target = "wso2_am_db"').replace('target = "wso2am_shared"\n', "")
     msg = problems(tmp_path, text)
     assert "databases.apim: target 'wso2_am_db' is the source itself" in msg
     assert "databases.shared.target: required key is missing" in msg

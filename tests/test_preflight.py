@@ -58,9 +58,7 @@ def test_foreign_target_refused(make_sandbox: Callable[..., Path], pg: db.PgServ
     assert "not made by apim-upgrade" in errors["shared target"]
 
 
-def test_connected_sessions_listed_and_opt_in_terminate(
-    make_sandbox: Callable[..., Path], pg: db.PgServer
-) -> None:
+def test_connected_sessions_listed_and_opt_in_terminate(make_sandbox: Callable[..., Path], pg: db.PgServer) -> None:
     plan_path = make_sandbox()
     source = load_plan(plan_path).databases.apim.source
     with db.session(pg, source, read_only=True) as conn:

@@ -34,9 +34,7 @@ def _steps(plan_path: Path) -> list[tuple[str, str, object]]:
     return [(r.step, r.outcome, r.details.get("target")) for r in audit.read_records(plan.audit_path)]
 
 
-def test_phase_on_genuine_400_ddl(
-    make_sandbox: Callable[..., Path], genuine_dbscripts: Path, pg: db.PgServer
-) -> None:
+def test_phase_on_genuine_400_ddl(make_sandbox: Callable[..., Path], genuine_dbscripts: Path, pg: db.PgServer) -> None:
     plan_path = make_sandbox(scale=3, dbscripts=genuine_dbscripts)
     plan = load_plan(plan_path)
 
@@ -64,9 +62,7 @@ def test_phase_on_genuine_400_ddl(
     assert ("validate_copy", "succeeded", plan.databases.shared.target) in steps
     assert audit.verify_chain(plan.audit_path) == []
     # The database copy of the trail matches the file, record for record.
-    assert (
-        audit.compare_with_database(pg, plan.databases.apim.target, audit.read_records(plan.audit_path)) == []
-    )
+    assert audit.compare_with_database(pg, plan.databases.apim.target, audit.read_records(plan.audit_path)) == []
     docs = plan.work_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     assert docs.exists()
 
@@ -81,9 +77,7 @@ def test_phase_on_genuine_400_ddl(
     ]
 
 
-def test_artifact_table_and_gate_failure_on_deleted_row(
-    make_sandbox: Callable[..., Path], pg: db.PgServer
-) -> None:
+def test_artifact_table_and_gate_failure_on_deleted_row(make_sandbox: Callable[..., Path], pg: db.PgServer) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -109,8 +103,7 @@ def test_artifact_table_and_gate_failure_on_deleted_row(
     with db.session(pg, plan.databases.apim.target) as conn:
         db.execute(
             conn,
-            "DELETE FROM am_subscription WHERE subscription_id = "
-            "(SELECT min(subscription_id) FROM am_subscription)",
+            "DELETE FROM am_subscription WHERE subscription_id = (SELECT min(subscription_id) FROM am_subscription)",
         )
     source = Snapshot.load(plan.work_dir / "snapshots" / "apim-source.json")
     with pytest.raises(GateFailed) as err:
@@ -166,7 +159,7 @@ def test_resume_after_killed_run(make_sandbox: Callable[..., Path], pg: db.PgSer
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)  # the CLI runs on its own, as an operator would
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apim_upgrade.cli", "run", str(plan_path)],
+        [sys.executable, "-m", "apim_upgrade.cli", "run", str(plan_path), "--phase", "prepare-databases"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -185,11 +178,12 @@ def test_resume_after_killed_run(make_sandbox: Callable[..., Path], pg: db.PgSer
         else:
             pytest.fail("the run never reached the shared copy")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert (_comment(pg, plan.databases.shared.target) or {}).get("state") != "verified"
 
-    assert main(["run", str(plan_path)]) == 0
+    assert main(["run", str(plan_path), "--phase", "prepare-databases"]) == 0
     outcomes = _steps(plan_path)
     assert ("copy_database", "skipped", plan.databases.apim.target) in outcomes
     assert outcomes[-1] == ("validate_copy", "succeeded", plan.databases.shared.target)
@@ -210,10 +204,7 @@ def test_hostile_database_names(make_sandbox: Callable[..., Path], pg: db.PgServ
         with db.session(pg, "postgres", read_only=True) as conn:
             names = {r[0] for r in db.fetch_all(conn, "SELECT datname FROM pg_database")}
         assert hostile in names and "postgres" in names
-        assert (
-            take_snapshot(pg, hostile).row_counts
-            == take_snapshot(pg, plan.databases.shared.source).row_counts
-        )
+        assert take_snapshot(pg, hostile).row_counts == take_snapshot(pg, plan.databases.shared.source).row_counts
     finally:
         with db.session(pg, "postgres", autocommit=True) as conn:
             db.execute(conn, queries.drop_database(hostile))

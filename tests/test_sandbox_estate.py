@@ -45,7 +45,7 @@ DBSCRIPTS_CANDIDATES = [
     Path(os.environ.get("APIM_UPGRADE_TEST_DBSCRIPTS", HERE.parents[2] / "shared/wso2/dbscripts/4.0.0")),
     Path("/work/shared/wso2/dbscripts/4.0.0"),
 ]
-COMPACT_SQL = HERE.parents[1] / "sandbox" / "sql"
+COMPACT_SQL = HERE.parents[1] / "sandbox" / "sql" / "compact" / "4.0.0"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -135,9 +135,9 @@ def _table_digests(server: PgServer, db: str) -> dict[str, str]:
     digests = {}
     with session(server, db, read_only=True) as conn:
         for (table,) in fetch_all(conn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"):
-            query = sql.SQL(
-                "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} AS t"
-            ).format(sql.Identifier("public", table))
+            query = sql.SQL("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} AS t").format(
+                sql.Identifier("public", table)
+            )
             row = fetch_one(conn, query)
             digests[table] = row[0] if row else ""
     return digests
@@ -221,9 +221,7 @@ def test_registry_holds_one_swagger_per_api(server: PgServer, compact_estate: Es
     assert artifacts[0][0] == compact_estate.apis
 
 
-def test_compact_schema_lacks_the_indexes_the_upgrade_adds(
-    server: PgServer, compact_estate: EstateSummary
-) -> None:
+def test_compact_schema_lacks_the_indexes_the_upgrade_adds(server: PgServer, compact_estate: EstateSummary) -> None:
     query = "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
     names = {row[0] for row in _rows(server, compact_estate.shared_db, query)}
     assert "reg_resource_tag_ind_by_path_id_and_resource_name" in names
@@ -239,7 +237,7 @@ def test_fill_leaves_the_compact_schema_as_defined(
     with session(server, "postgres", autocommit=True) as conn:
         for name in (fresh_apim, fresh_shared):
             execute(conn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    for name, script in ((fresh_apim, "compact_apimgt.sql"), (fresh_shared, "compact_shared.sql")):
+    for name, script in ((fresh_apim, "apimgt/postgresql.sql"), (fresh_shared, "postgresql.sql")):
         with session(server, name, autocommit=True) as conn:
             execute_script(conn, (COMPACT_SQL / script).read_text(encoding="utf-8"))
     assert _catalog(server, compact_estate.apim_db, COMPACT_APIM_TABLES) == _catalog(
@@ -319,9 +317,7 @@ def test_quoted_names_and_owner_work(server: PgServer) -> None:
             SELECT datname, pg_get_userbyid(datdba) FROM pg_database
             WHERE datname = ANY(%s)""", ([apim, shared],))  # fmt: skip
         assert dict(owners) == {apim: role, shared: role}
-        table_owners = _rows(
-            server, apim, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
-        )
+        table_owners = _rows(server, apim, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
         assert table_owners == [(role,)]
     finally:
         drop_estate(server, apim, shared)

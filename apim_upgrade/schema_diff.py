@@ -1,0 +1,320 @@
+"""Schema conformance: does a database have exactly the schema of a WSO2 DDL?
+
+A catalogue (tables, columns, primary keys, indexes, sequences of one schema) is read
+from the live database in one snapshot; the reference catalogue is read the same way
+from a scratch database loaded with the vendor DDL, so both sides are rendered by the
+same server and compare literally. ``diff_catalogs`` lists what differs, one
+``Difference`` each, with a stable ``key()`` a plan can use to accept a known one.
+
+Normalised away (they would be false differences): the index's own name and the schema
+qualifier inside index definitions (an index is matched by name, its definition
+compared without it), and ``DEFAULT NULL`` (``NULL::type``), which is no default.
+Kept literal: every other default, including ``nextval('x'::regclass)``, because the
+sequence behind a column matters. Not compared: column order, foreign keys, check
+constraints, triggers, functions, ownership, privileges and data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from apim_upgrade import db, queries
+from apim_upgrade.db import PgServer
+from apim_upgrade.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_DB = "postgres"  # where scratch databases are created and dropped from
+_PG_MAX_IDENTIFIER_BYTES = 63
+
+KINDS = (
+    "table_missing",
+    "table_extra",
+    "column_missing",
+    "column_extra",
+    "column_type",
+    "column_nullable",
+    "column_default",
+    "primary_key",
+    "index_missing",
+    "index_extra",
+    "index_definition",
+    "sequence_missing",
+    "sequence_extra",
+)
+_KIND_ORDER = {kind: n for n, kind in enumerate(KINDS)}
+# "DEFAULT NULL" is stored as NULL::<type> (possibly cast twice); it means no default.
+_NULL_DEFAULT = re.compile(r"^NULL(::[a-z ]+(\(\d+(,\s*\d+)?\))?(\[\])?)*$")
+
+
+class ColumnDef(BaseModel):
+    data_type: str  # format_type(): "character varying(255)", "integer", "timestamp without time zone"
+    nullable: bool
+    default: str | None = None  # as pg_get_expr prints it; DEFAULT NULL normalised to None
+
+
+class TableDef(BaseModel):
+    columns: dict[str, ColumnDef]
+    primary_key: list[str] | None = None  # key order
+    indexes: dict[str, str] = Field(default_factory=dict)  # index name -> definition without name/schema
+
+
+class SchemaCatalog(BaseModel):
+    database: str
+    db_schema: str
+    tables: dict[str, TableDef]
+    sequences: list[str]
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: str  # one of KINDS
+    table: str  # "" for sequences
+    name: str  # column, index or sequence name; "" for table-level kinds
+    expected: str | None
+    actual: str | None
+
+    def key(self) -> str:
+        """Stable id, e.g. ``column_type:am_api.version_comparable`` or ``sequence_extra:x_seq``."""
+        if not self.table:
+            return f"{self.kind}:{self.name}"
+        if not self.name:
+            return f"{self.kind}:{self.table}"
+        return f"{self.kind}:{self.table}.{self.name}"
+
+    def describe(self) -> str:
+        return f"{self.key()}: expected {self.expected!r}, found {self.actual!r}"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_catalog(server: PgServer, dbname: str, schema: str = "public") -> SchemaCatalog:
+    """Catalogue of ``schema`` in ``dbname``, read in one REPEATABLE READ read-only transaction."""
+    if schema == queries.HISTORY_SCHEMA:
+        raise DatabaseError(
+            f"schema {schema!r} is apim-upgrade's own history schema, not a WSO2 schema; "
+            "read the schema the WSO2 DDL was loaded into (usually 'public')"
+        )
+    try:
+        with db.snapshot_transaction(server, dbname) as conn:
+            db.fetch_one(conn, queries.CATALOG_SEARCH_PATH, (schema,))
+            names = [str(r[0]) for r in db.fetch_all(conn, queries.TABLES, (schema,))]
+            columns = db.fetch_all(conn, queries.CATALOG_COLUMNS, (schema,))
+            keys = db.fetch_all(conn, queries.CATALOG_PRIMARY_KEYS, (schema,))
+            indexes = db.fetch_all(conn, queries.CATALOG_INDEXES, (schema,))
+            sequences = [str(r[0]) for r in db.fetch_all(conn, queries.CATALOG_SEQUENCES, (schema,))]
+    except db.PgError as exc:
+        raise DatabaseError(
+            f"reading the catalogue of schema {schema!r} in database {dbname!r} at {server.describe()} "
+            f"failed: {db.describe_pg_error(exc)}. Check that the database exists and that "
+            f"{server.user} may read its catalogue"
+        ) from exc
+    tables = {name: TableDef(columns={}) for name in names}
+    for table, column, data_type, nullable, default in columns:
+        if table in tables:
+            tables[table].columns[column] = ColumnDef(
+                data_type=data_type, nullable=bool(nullable), default=normalise_default(default)
+            )
+    for table, key in keys:
+        if table in tables:
+            tables[table].primary_key = list(key)
+    for table, index, definition, q_index, q_schema, q_table in indexes:
+        if table in tables:
+            tables[table].indexes[index] = normalise_index(definition, q_index, q_schema, q_table)
+    return SchemaCatalog(database=dbname, db_schema=schema, tables=tables, sequences=sequences)
+
+
+def normalise_default(default: str | None) -> str | None:
+    if default is None or _NULL_DEFAULT.match(default):
+        return None
+    return default
+
+
+def normalise_index(definition: str, q_index: str, q_schema: str, q_table: str) -> str:
+    """Drop the index name and the table's schema qualifier from pg_get_indexdef output.
+
+    ``CREATE UNIQUE INDEX am_api_pkey ON public.am_api USING btree (api_id)`` becomes
+    ``CREATE UNIQUE INDEX ON am_api USING btree (api_id)``. The ``q_*`` arguments are
+    the names exactly as the server quotes them (quote_ident), so nothing is guessed.
+    """
+    text = definition.replace(f" INDEX {q_index} ON ", " INDEX ON ", 1)
+    for only in ("ONLY ", ""):
+        qualified = f" ON {only}{q_schema}.{q_table} "
+        if qualified in text:
+            return text.replace(qualified, f" ON {only}{q_table} ", 1)
+    return text
+
+
+# --------------------------------------------------------------------------- diffing
+
+
+def diff_catalogs(actual: SchemaCatalog, expected: SchemaCatalog) -> list[Difference]:
+    """Every difference between ``actual`` and ``expected``, sorted by table, kind and name."""
+    out: list[Difference] = []
+    for table in sorted(set(actual.tables) | set(expected.tables)):
+        have, want = actual.tables.get(table), expected.tables.get(table)
+        if want is None:
+            out.append(Difference("table_extra", table, "", None, _describe_table(have)))
+        elif have is None:
+            # Its columns and indexes are not listed one by one: the table is the finding.
+            out.append(Difference("table_missing", table, "", _describe_table(want), None))
+        else:
+            out.extend(_diff_table(table, have, want))
+    have_seq, want_seq = set(actual.sequences), set(expected.sequences)
+    out += [Difference("sequence_missing", "", s, s, None) for s in sorted(want_seq - have_seq)]
+    out += [Difference("sequence_extra", "", s, None, s) for s in sorted(have_seq - want_seq)]
+    out.sort(key=lambda d: (d.table, _KIND_ORDER[d.kind], d.name))
+    return out
+
+
+def _diff_table(table: str, have: TableDef, want: TableDef) -> list[Difference]:
+    out: list[Difference] = []
+    for name in sorted(set(have.columns) | set(want.columns)):
+        a, e = have.columns.get(name), want.columns.get(name)
+        if e is None:
+            out.append(Difference("column_extra", table, name, None, describe_column(a)))
+        elif a is None:
+            out.append(Difference("column_missing", table, name, describe_column(e), None))
+        else:
+            if a.data_type != e.data_type:
+                out.append(Difference("column_type", table, name, e.data_type, a.data_type))
+            if a.nullable != e.nullable:
+                out.append(Difference("column_nullable", table, name, _null(e), _null(a)))
+            if a.default != e.default:
+                out.append(Difference("column_default", table, name, e.default, a.default))
+    if have.primary_key != want.primary_key:
+        out.append(Difference("primary_key", table, "", _key(want.primary_key), _key(have.primary_key)))
+    for name in sorted(set(have.indexes) | set(want.indexes)):
+        a_def, e_def = have.indexes.get(name), want.indexes.get(name)
+        if e_def is None:
+            out.append(Difference("index_extra", table, name, None, a_def))
+        elif a_def is None:
+            out.append(Difference("index_missing", table, name, e_def, None))
+        elif a_def != e_def:
+            out.append(Difference("index_definition", table, name, e_def, a_def))
+    return out
+
+
+def describe_column(column: ColumnDef | None) -> str | None:
+    if column is None:
+        return None
+    text = column.data_type + ("" if column.nullable else " NOT NULL")
+    return text + (f" DEFAULT {column.default}" if column.default is not None else "")
+
+
+def _describe_table(table: TableDef | None) -> str | None:
+    if table is None:
+        return None
+    return f"{len(table.columns)} columns, primary key {_key(table.primary_key)}, {len(table.indexes)} indexes"
+
+
+def _null(column: ColumnDef) -> str:
+    return "NULL" if column.nullable else "NOT NULL"
+
+
+def _key(columns: list[str] | None) -> str | None:
+    return None if columns is None else "(" + ", ".join(columns) + ")"
+
+
+# --------------------------------------------------------------------------- references
+
+
+@contextmanager
+def scratch_database(server: PgServer, ddl_files: list[Path], *, prefix: str = "apim_upgrade_scratch") -> Iterator[str]:
+    """A new, uniquely named database loaded with each DDL file in turn; always dropped.
+
+    Each file runs as one simple-query script (the WSO2 files carry their own
+    BEGIN/COMMIT), so a file loads exactly as ``psql -f`` would load it.
+    """
+    scripts = [(Path(path), _read_ddl(Path(path))) for path in ddl_files]  # fail before creating
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    if len(name.encode()) > _PG_MAX_IDENTIFIER_BYTES:
+        raise DatabaseError(
+            f"scratch database prefix {prefix!r} is too long: '{name}' exceeds PostgreSQL's "
+            f"{_PG_MAX_IDENTIFIER_BYTES}-byte identifier limit; use a prefix of at most "
+            f"{_PG_MAX_IDENTIFIER_BYTES - 13} bytes"
+        )
+    _maintenance(server, queries.create_scratch_database(name), f"creating scratch database {name!r}")
+    failed = True
+    try:
+        with db.session(server, name, autocommit=True) as conn:
+            for path, text in scripts:
+                try:
+                    db.execute_script(conn, text)
+                except db.PgError as exc:
+                    raise DatabaseError(
+                        f"loading DDL file {path} into scratch database {name!r} failed: "
+                        f"{db.describe_pg_error(exc)}. Check that the file is a PostgreSQL DDL script "
+                        "for an empty database (e.g. dbscripts/<version>/apimgt/postgresql.sql) and "
+                        "that it loads with: psql -v ON_ERROR_STOP=1 -f <file>"
+                    ) from exc
+        log.debug("scratch database %s loaded from %s", name, [str(p) for p, _ in scripts])
+        yield name
+        failed = False
+    finally:
+        _drop_scratch(server, name, already_failing=failed)
+
+
+def reference_catalog(server: PgServer, ddl_file: Path, cache_dir: Path | None = None) -> SchemaCatalog:
+    """Catalogue a fresh install of ``ddl_file`` has (``database`` names the file, not the scratch db).
+
+    Loading the DDL costs a scratch database; with ``cache_dir`` the catalogue is kept
+    under the SHA-256 of the file's bytes, so gates and reruns load each version once.
+    """
+    cached = None
+    if cache_dir is not None:
+        digest = hashlib.sha256(_read_ddl(ddl_file).encode()).hexdigest()
+        cached = cache_dir / f"reference-{digest}.json"
+        if cached.exists():
+            return SchemaCatalog.model_validate_json(cached.read_text()).model_copy(
+                update={"database": f"ddl:{ddl_file}"}
+            )
+    with scratch_database(server, [ddl_file]) as name:
+        catalog = read_catalog(server, name)
+    catalog = catalog.model_copy(update={"database": f"ddl:{ddl_file}"})
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_text(catalog.model_dump_json())
+        tmp.replace(cached)
+    return catalog
+
+
+def _read_ddl(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatabaseError(
+            f"cannot read DDL file {path}: {exc}. Point it at a WSO2 pack's dbscripts/<...>/postgresql.sql (UTF-8 text)"
+        ) from exc
+
+
+def _maintenance(server: PgServer, query: db.Query, what: str) -> None:
+    try:
+        with db.session(server, MAINTENANCE_DB, autocommit=True) as conn:
+            db.execute(conn, query)
+    except db.PgError as exc:
+        raise DatabaseError(
+            f"{what} at {server.describe()} failed: {db.describe_pg_error(exc)}. "
+            f"The role {server.user} needs CREATEDB (or superuser) on that server"
+        ) from exc
+
+
+def _drop_scratch(server: PgServer, name: str, *, already_failing: bool) -> None:
+    try:
+        _maintenance(server, queries.drop_database(name), f"dropping scratch database {name!r}")
+    except DatabaseError as exc:
+        if not already_failing:
+            raise
+        # The original error is the one to report; only say what is left behind.
+        log.warning("%s (drop it by hand: DROP DATABASE %s WITH (FORCE))", exc, name)

@@ -1,0 +1,242 @@
+"""Applies vendor SQL scripts the way Flyway would: atomically, in order, once, recorded.
+
+* One transaction per script: on any error the database is exactly as before,
+  and the error names script, statement number, its line, SQLSTATE, message,
+  detail and hint.
+* ``apim_upgrade.schema_history`` (inside the target, written in the same
+  transaction) records each script's SHA-256, order, duration and statement
+  count. A rerun skips applied scripts; a changed file is drift and is refused
+  unless the operator re-baselines it explicitly.
+* A session-level advisory lock keyed on the target database keeps two runs
+  apart; the second fails fast and says who holds the lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from apim_upgrade import db, queries
+from apim_upgrade.audit import default_actor
+from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.sqlscript import Script, Statement
+
+
+class ScriptFailed(ApimUpgradeError):
+    """A statement failed; the script was rolled back as a whole."""
+
+    exit_code = 8
+
+
+class ScriptDrift(ApimUpgradeError):
+    """A recorded script's file changed since it was applied."""
+
+    exit_code = 8
+
+
+class UpgradeLocked(ApimUpgradeError):
+    """Another run holds the upgrade lock on this database."""
+
+    exit_code = 9
+
+
+@dataclass(frozen=True)
+class AppliedScript:
+    rank: int
+    from_version: str
+    to_version: str
+    script: str
+    sha256: str
+    statements: int
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class ScriptStatus:
+    script: Script
+    state: str  # pending | applied | drift
+    recorded: AppliedScript | None
+
+
+def read_history(conn: db.Connection) -> list[AppliedScript]:
+    exists = db.fetch_one(conn, queries.SCHEMA_HISTORY_EXISTS)
+    if not exists or not exists[0]:
+        return []
+    return [AppliedScript(*row[:7]) for row in db.fetch_all(conn, queries.select_schema_history())]
+
+
+def check_order(scripts: list[Script], start_version: str) -> None:
+    """Scripts must chain: start_version -> ... with no gap or repeat."""
+    expected = start_version
+    for script in scripts:
+        if script.from_version != expected:
+            raise ApimUpgradeError(
+                f"schema_upgrade.scripts: {script.name} upgrades from {script.from_version}, but the "
+                f"previous step ends at {expected}; list the scripts in upgrade order without gaps"
+            )
+        expected = script.to_version
+
+
+def plan_scripts(scripts: list[Script], history: list[AppliedScript]) -> list[ScriptStatus]:
+    """Status of each script against the history; refuses out-of-order history."""
+    recorded = {(h.from_version, h.to_version): h for h in history}
+    out = []
+    seen_pending = False
+    for script in scripts:
+        rec = recorded.get((script.from_version, script.to_version))
+        if rec is None:
+            seen_pending = True
+            out.append(ScriptStatus(script, "pending", None))
+            continue
+        if seen_pending:
+            raise ApimUpgradeError(
+                f"{script.name} ({script.from_version}->{script.to_version}) is recorded as applied but an "
+                "earlier script is not: the history is out of order; inspect apim_upgrade.schema_history"
+            )
+        out.append(ScriptStatus(script, "applied" if rec.sha256 == script.sha256 else "drift", rec))
+    return out
+
+
+@contextmanager
+def upgrade_lock(server: db.PgServer, dbname: str, holder_name: str) -> Iterator[db.Connection]:
+    """Hold the per-database advisory lock for the duration of the block (fails fast)."""
+    conn = db.connect(server, dbname, autocommit=True)
+    try:
+        db.execute(conn, queries.SET_APPLICATION_NAME, (holder_name[:63],))
+        got = db.fetch_one(conn, queries.TRY_ADVISORY_LOCK, (queries.ADVISORY_NAMESPACE, dbname))
+        if not got or not got[0]:
+            holders = db.fetch_all(conn, queries.ADVISORY_HOLDER, (queries.ADVISORY_NAMESPACE, dbname))
+            who = (
+                "; ".join(
+                    f"pid {pid} '{app}' from {addr} as {user} since {since:%Y-%m-%d %H:%M:%S}"
+                    for pid, app, addr, user, since in holders
+                )
+                or "an unknown session"
+            )
+            raise UpgradeLocked(
+                f"another run is upgrading '{dbname}' right now ({who}); wait for it to finish, or stop it "
+                "if it is stale (pg_terminate_backend(pid))"
+            )
+        yield conn
+        db.execute(conn, queries.ADVISORY_UNLOCK, (queries.ADVISORY_NAMESPACE, dbname))
+    finally:
+        conn.close()
+
+
+def apply_script(
+    server: db.PgServer,
+    dbname: str,
+    script: Script,
+    rank: int,
+    *,
+    flow_run_id: str | None = None,
+    on_statement: Callable[[Statement], None] | None = None,
+    run_as: str | None = None,
+) -> AppliedScript:
+    """Run every statement of ``script`` and record it, all in one transaction.
+
+    ``run_as``: the database owner; the script runs as that role (SET LOCAL ROLE) so the
+    objects it creates belong to WSO2's user like the rest of the schema.
+    """
+    started = time.monotonic()
+    with db.session(server, dbname) as conn:
+        current: Statement | None = None
+        try:
+            db.execute_script(conn, queries.create_schema_history().as_string(conn))
+            if run_as is not None:
+                db.execute(conn, queries.set_local_role(run_as))
+            for statement in script.statements:
+                current = statement
+                if on_statement is not None:
+                    on_statement(statement)
+                db.execute_script(conn, statement.text)
+            current = None
+            if run_as is not None:
+                db.execute(conn, "RESET ROLE")  # the history table belongs to this tool, not to WSO2's user
+            duration = int((time.monotonic() - started) * 1000)
+            db.execute(
+                conn,
+                queries.insert_schema_history(),
+                (
+                    rank,
+                    script.from_version,
+                    script.to_version,
+                    script.name,
+                    script.sha256,
+                    len(script.statements),
+                    duration,
+                    default_actor(),
+                    flow_run_id,
+                ),
+            )
+        except db.PgError as exc:
+            conn.rollback()
+            where = (
+                f"statement {current.number} of {len(script.statements)} (line {current.line}: {current.first_line!r})"
+                if current
+                else "recording its history row"
+            )
+            raise ScriptFailed(
+                f"{script.path} failed at {where}: {db.describe_pg_error(exc)}. The whole script was rolled "
+                "back: the database is exactly as before it. Fix the cause and rerun."
+            ) from None
+    return AppliedScript(
+        rank, script.from_version, script.to_version, script.name, script.sha256, len(script.statements), duration
+    )
+
+
+def rebaseline(server: db.PgServer, dbname: str, script: Script) -> None:
+    """Accept the changed file of an applied script as the recorded one (explicit operator act)."""
+    with db.session(server, dbname) as conn:
+        db.execute(
+            conn,
+            queries.rebaseline_schema_history(),
+            (script.sha256, script.name, script.from_version, script.to_version),
+        )
+
+
+def dry_run_lines(statuses: list[ScriptStatus]) -> Iterator[str]:
+    """Exactly what a real run would execute, in order, with source lines."""
+    for status in statuses:
+        s = status.script
+        if status.state == "applied":
+            yield f"-- {s.name} ({s.from_version} -> {s.to_version}): already applied, skipped"
+            continue
+        if status.state == "drift":
+            yield (
+                f"-- {s.name}: DRIFT (recorded sha256 {status.recorded.sha256 if status.recorded else '?'}, "
+                f"file {s.sha256}): refused unless re-baselined"
+            )
+            continue
+        yield f"-- {s.name} ({s.from_version} -> {s.to_version}), sha256 {s.sha256}, {len(s.statements)} statements"
+        yield "BEGIN;"
+        for line, text in s.skipped:
+            yield f"-- line {line}: skipped transaction control {text!r} (the runner's transaction replaces it)"
+        for st in s.statements:
+            yield f"-- statement {st.number}, line {st.line}"
+            yield st.text + ";"
+        yield f"-- + INSERT INTO apim_upgrade.schema_history (... '{s.name}', '{s.sha256}' ...)"
+        yield "COMMIT;"
+
+
+def statuses_for(server: db.PgServer, dbname: str, scripts: list[Script]) -> list[ScriptStatus]:
+    with db.session(server, dbname, read_only=True) as conn:
+        return plan_scripts(scripts, read_history(conn))
+
+
+def describe_history(rows: list[AppliedScript]) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": r.rank,
+            "from": r.from_version,
+            "to": r.to_version,
+            "script": r.script,
+            "sha256": r.sha256,
+            "statements": r.statements,
+            "duration_ms": r.duration_ms,
+        }
+        for r in rows
+    ]

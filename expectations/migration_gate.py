@@ -1,0 +1,91 @@
+"""Gates around a change to a target database (a JVM migration run, a SQL script).
+
+A handful of expectations whatever the number of tables: no table lost,
+every row count unchanged unless declared, and the tables/columns (and
+indexes) the new version requires are present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from psycopg import sql
+
+from apim_upgrade import queries
+from apim_upgrade.catalog import Snapshot
+from apim_upgrade.gates import Expectation, GateSpec, QueryAsset
+
+
+def build_change_gate(
+    name: str,
+    database: str,
+    before: Snapshot,
+    live_tables: list[str],
+    *,
+    required_columns: Iterable[str] = (),
+    required_indexes: Iterable[str] = (),
+    count_may_change: Iterable[str] = (),
+) -> GateSpec:
+    """``before``: the snapshot taken just before the change; ``required_*``: what must exist after."""
+    schema = before.db_schema
+    may_change = set(count_may_change)
+    expected = {t: n for t, n in before.row_counts.items() if t not in may_change}
+    assets = [
+        QueryAsset(
+            name="row_counts",
+            query=queries.row_count_comparison(schema, expected, live_tables).as_string(),
+            key_column="table_name",
+            expectations=[
+                Expectation(
+                    "table lost by the change",
+                    "ExpectColumnValuesToNotBeNull",
+                    {"column": "actual_rows"},
+                ),
+                Expectation(
+                    "row count changed (not declared as expected)",
+                    "ExpectColumnPairValuesToBeEqual",
+                    {
+                        "column_A": "expected_rows",
+                        "column_B": "actual_rows",
+                        "ignore_row_if": "either_value_is_missing",
+                    },
+                ),
+            ],
+        )
+    ]
+    columns = sorted(set(required_columns))
+    if columns:
+        assets.append(
+            QueryAsset(
+                name="columns",
+                query=sql.SQL(
+                    "SELECT table_name || '.' || column_name AS table_column "
+                    "FROM information_schema.columns WHERE table_schema = {}"
+                )
+                .format(sql.Literal(schema))
+                .as_string(),
+                expectations=[
+                    Expectation(
+                        "required tables and columns present",
+                        "ExpectColumnDistinctValuesToContainSet",
+                        {"column": "table_column", "value_set": columns},
+                    )
+                ],
+            )
+        )
+    indexes = sorted(set(required_indexes))
+    if indexes:
+        assets.append(
+            QueryAsset(
+                name="indexes",
+                query=queries.index_names(schema).as_string(),
+                expectations=[
+                    Expectation(
+                        "required indexes present",
+                        "ExpectColumnDistinctValuesToContainSet",
+                        {"column": "indexname", "value_set": indexes},
+                    )
+                ],
+            )
+        )
+    return GateSpec(name=name, database=database, assets=assets)

@@ -1,0 +1,33 @@
+"""Phase 4, api-pre-migration: find the APIs whose definitions would break."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from apim_upgrade.plan import load_plan
+from tasks.gates import validate_unchanged
+from tasks.jvm import (
+    check_phase_done,
+    install_migration_kit,
+    mark_phase_done,
+    report_findings,
+    run_pre_migration_validation,
+    snapshot_targets,
+)
+
+PHASE = "api-pre-migration"
+
+
+@flow(name=PHASE)
+def api_pre_migration(plan_path: str) -> str:
+    """api-manager.sh ... -DrunPreMigration; stops the upgrade while an unaccepted API is broken."""
+    plan = load_plan(plan_path)
+    if check_phase_done(plan, PHASE):
+        return "skipped (already done on this copy)"
+    install_migration_kit(plan, PHASE, "api")
+    before = snapshot_targets(plan, PHASE)
+    findings = run_pre_migration_validation(plan, PHASE)
+    validate_unchanged(plan, PHASE, before)
+    report_findings(plan, PHASE, findings)
+    mark_phase_done(plan, PHASE, {"findings": len(findings)})
+    return f"{len(findings)} finding(s), none blocking"

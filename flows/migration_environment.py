@@ -1,0 +1,28 @@
+"""Phase 2, migration-environment: the disposable, patched WSO2 API-M 4.2.0 home."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from apim_upgrade.plan import load_plan
+from tasks.environment import (
+    check_copies_verified,
+    check_migration_home,
+    install_jdbc_driver,
+    install_keystores,
+    render_deployment_toml,
+    unpack_distribution,
+)
+
+
+@flow(name="migration-environment")
+def migration_environment(plan_path: str) -> str:
+    """Unpack the pack, render deployment.toml, add the driver and keystores, check it all."""
+    plan = load_plan(plan_path)
+    check_copies_verified(plan)
+    home = unpack_distribution(plan)
+    rendered = render_deployment_toml(plan, home)
+    install_jdbc_driver(plan, home)
+    install_keystores(plan, home)
+    check_migration_home(plan, home, rendered)
+    return home

@@ -1,0 +1,59 @@
+"""Phase 7, schema-upgrade: vendor SQL 4.2.0 -> 4.3.0 -> 4.4.0 on the API-M copy, gated, then conformance."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from apim_upgrade import schema_runner
+from apim_upgrade.plan import load_plan
+from tasks.jvm import check_phase_done, mark_phase_done
+from tasks.schema import (
+    PHASE,
+    apply_sql_script,
+    check_conformance,
+    check_script_history,
+    check_script_validated,
+    load_sql_scripts,
+    schema_section,
+    snapshot_target,
+    validate_script,
+)
+
+
+@flow(name=PHASE)
+def schema_upgrade(plan_path: str, rebaseline: bool = False) -> str:
+    """Apply each pending script in order, each in one transaction, gated before and after."""
+    plan = load_plan(plan_path)
+    section = schema_section(plan)
+    scripts = load_sql_scripts(plan)
+    holder = f"apim-upgrade {plan.name} schema-upgrade"
+    with schema_runner.upgrade_lock(plan.server(), plan.databases.apim.target, holder):
+        statuses = check_script_history(plan, scripts, rebaseline)
+        applied = 0
+        for rank, status in enumerate(statuses, start=1):
+            script = status.script
+            if check_script_validated(plan, script):
+                continue
+            # Taken before the first attempt (or stored by the previous script's gate) and kept,
+            # so a rerun after a failed gate is judged against the same "before".
+            before = snapshot_target(plan, f"at-{script.from_version}")
+            if status.state == "pending":
+                apply_sql_script(plan, script, rank)
+                applied += 1
+            validate_script(plan, script, before)
+        if not check_phase_done(plan, PHASE):
+            check_conformance(plan, section.target_dbscripts, "440")
+            mark_phase_done(plan, PHASE, {"scripts": [s.script.name for s in statuses]})
+    return f"{applied} script(s) applied, {len(statuses) - applied} already applied; conforms to 4.4.0"
+
+
+def dry_run(plan_path: str) -> list[str]:
+    """What schema-upgrade would execute, statement by statement; changes nothing."""
+    from apim_upgrade.sqlscript import load_script
+
+    plan = load_plan(plan_path)
+    section = schema_section(plan)
+    scripts = [load_script(s.path, s.from_version, s.to_version) for s in section.scripts]
+    schema_runner.check_order(scripts, section.start_version)
+    statuses = schema_runner.statuses_for(plan.server(), plan.databases.apim.target, scripts)
+    return list(schema_runner.dry_run_lines(statuses))

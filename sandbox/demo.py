@@ -1,0 +1,64 @@
+"""``apim-upgrade demo``: a complete rehearsal of every phase on a fresh sandbox estate."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import tomli_w
+
+from apim_upgrade.pgserver import find_server
+from apim_upgrade.plan import load_plan
+from flows.phases import PHASES, run_phase
+from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
+
+
+def accept_invalid_apis(plan_path: Path) -> list[str]:
+    """What an operator does after reviewing the findings: accept the sandbox's broken APIs."""
+    estate = json.loads((plan_path.parent / "estate.json").read_text())
+    apis = [f"{n}:{v}:{p}" for n, v, p in estate["invalid_openapi_apis"]]
+    doc = tomllib.loads(plan_path.read_text())
+    doc["migration_environment"]["accepted_invalid_apis"] = apis
+    plan_path.write_text(_HEADER + tomli_w.dumps(doc))
+    return apis
+
+
+def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str], None] = print) -> Path:
+    """Build a sandbox, run every phase, return the work directory (reports, logs, Data Docs)."""
+    from tasks.jvm import PreMigrationFindings
+
+    handle = find_server()
+    where = directory or Path(tempfile.mkdtemp(prefix="apim-upgrade-demo-"))
+    say(
+        f"PostgreSQL: {handle.server.describe()}"
+        + (f" (throwaway cluster in {handle.throwaway_dir})" if handle.throwaway_dir else "")
+    )
+    plan_path = None
+    try:
+        plan_path, summary = create_sandbox(where, handle.server, scale=scale)
+        say(
+            f"sandbox: {summary.apis} APIs ({len(summary.invalid_openapi_apis)} with broken OpenAPI), "
+            f"{summary.access_tokens} tokens; plan {plan_path}"
+        )
+        os.environ.update(sandbox_secrets(where))  # the JVM phases read their secrets from the environment
+        os.environ.setdefault("APIM_STANDIN_SPEED", "5")
+        for name in PHASES:
+            say(f"== phase {name}")
+            try:
+                result = run_phase(name, load_plan(plan_path))
+            except PreMigrationFindings as exc:
+                say(f"== the pre-migration gate stopped the upgrade, as it should: {exc}")
+                apis = accept_invalid_apis(plan_path)
+                say(f"== demo: accepting the sandbox's deliberately broken APIs {apis} and resuming")
+                result = run_phase(name, load_plan(plan_path))
+            say(f"== phase {name} finished: {result}")
+        return where / "work"
+    finally:
+        if plan_path is not None and not keep:
+            destroy_sandbox(plan_path)
+            say("sandbox databases dropped (use --keep to keep them)")
+        handle.stop()

@@ -1,0 +1,99 @@
+"""The stand-in's HTTP endpoint: a health check and a read-only slice of the Publisher REST API.
+
+Served on 127.0.0.1 at 9763 + ``[server] offset`` (the product's servlet HTTP
+port) or at APIM_STANDIN_HTTP_PORT. ``GET /api/am/publisher/v4/apis`` reads
+AM_API live on every call, so a caller can compare what the server "sees" with
+the database. No authentication: it never leaves the loopback interface.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from apim_upgrade import db
+from apim_upgrade.errors import ApimUpgradeError
+from sandbox.distribution.config import Datasource
+from sandbox.distribution.registry import guard
+
+SERVLET_HTTP_PORT = 9763
+_APIS = """
+SELECT api_name, api_version, api_provider, context FROM am_api
+ORDER BY api_id LIMIT %s OFFSET %s
+"""
+_API_COUNT = "SELECT count(*) FROM am_api"
+
+
+def start_http(port: int, version: str, apim_db: Datasource) -> ThreadingHTTPServer:
+    """Bind now (so a busy port fails the startup) and serve from a daemon thread."""
+
+    class Handler(_Handler):
+        pass
+
+    Handler.version, Handler.apim_db = version, apim_db
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="standin-http", daemon=True
+    ).start()
+    return server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    version = ""
+    apim_db: Datasource | None = None
+    server_version = "WSO2 Carbon Server"
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/health":
+            self._reply(200, {"status": "ok", "version": self.version})
+        elif url.path.rstrip("/") == "/api/am/publisher/v4/apis":
+            self._apis(parse_qs(url.query))
+        else:
+            self._reply(404, {"code": 404, "message": "Not Found", "description": f"No resource at {url.path}"})
+
+    def _apis(self, query: dict[str, list[str]]) -> None:
+        source = self.apim_db
+        if source is None or source.server is None or source.dbname is None:
+            self._reply(503, {"code": 503, "message": "Service Unavailable", "description": "no API-M database"})
+            return
+        try:
+            limit = int(query.get("limit", ["0"])[0]) or None
+            offset = int(query.get("offset", ["0"])[0])
+        except ValueError:
+            self._reply(400, {"code": 400, "message": "Bad Request", "description": "limit/offset must be integers"})
+            return
+        try:
+            with (
+                guard(source, "listing APIs"),
+                db.session(source.server, source.dbname, read_only=True) as conn,
+            ):
+                rows = db.fetch_all(conn, _APIS, (limit, offset))
+                total = db.fetch_one(conn, _API_COUNT)
+        except ApimUpgradeError as exc:
+            self._reply(500, {"code": 500, "message": "Internal Server Error", "description": str(exc)})
+            return
+        apis = [{"name": n, "version": v, "provider": p, "context": c} for n, v, p, c in rows]
+        self._reply(
+            200,
+            {
+                "count": len(apis),
+                "list": apis,
+                "pagination": {"offset": offset, "limit": limit, "total": int(total[0]) if total else 0},
+            },
+        )
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access logs would interleave with the console; the product keeps them in a file too."""

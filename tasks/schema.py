@@ -1,0 +1,245 @@
+"""Tasks of the schema-upgrade phase: vendor scripts, their gates, conformance."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import cast
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+
+from apim_upgrade import conformance, history, schema_runner
+from apim_upgrade.catalog import Snapshot, take_snapshot
+from apim_upgrade.errors import GateFailed, PlanError
+from apim_upgrade.gates import run_gate
+from apim_upgrade.plan import Plan, SchemaUpgradeSection
+from apim_upgrade.schema_diff import reference_catalog
+from apim_upgrade.sqlscript import Script, Statement, load_script
+from apim_upgrade.steps import audited_step, current_flow_run_id
+from expectations.migration_gate import build_change_gate
+from tasks.gates import comparison_rows
+from tasks.retry import retryable_task
+
+PHASE = "schema-upgrade"
+
+
+def schema_section(plan: Plan) -> SchemaUpgradeSection:
+    if plan.schema_upgrade is None:
+        raise PlanError("the plan has no [schema_upgrade] section; add the vendor scripts to run schema-upgrade")
+    return plan.schema_upgrade
+
+
+@retryable_task("load_sql_scripts")
+def load_sql_scripts(plan: Plan) -> list[Script]:
+    """Read, checksum and split every script; refuse a broken order before anything runs."""
+    section = schema_section(plan)
+    scripts = [load_script(s.path, s.from_version, s.to_version) for s in section.scripts]
+    schema_runner.check_order(scripts, section.start_version)
+    return scripts
+
+
+@retryable_task("check_script_history")
+def check_script_history(plan: Plan, scripts: list[Script], rebaseline: bool) -> list[schema_runner.ScriptStatus]:
+    """Applied scripts are skipped; a changed file is drift: refused unless re-baselined explicitly."""
+    server, target = plan.server(), plan.databases.apim.target
+    statuses = schema_runner.statuses_for(server, target, scripts)
+    drift = [s for s in statuses if s.state == "drift"]
+    with audited_step(plan, PHASE, "check_script_history", {"rebaseline": rebaseline}) as rec:
+        rec.details["scripts"] = [
+            {
+                "script": s.script.name,
+                "state": s.state,
+                "sha256": s.script.sha256,
+                "recorded_sha256": s.recorded.sha256 if s.recorded else None,
+            }
+            for s in statuses
+        ]
+        if drift and not rebaseline:
+            raise schema_runner.ScriptDrift(
+                "script(s) changed since they were applied to '"
+                + target
+                + "': "
+                + "; ".join(
+                    f"{s.script.name} recorded sha256 {s.recorded.sha256 if s.recorded else '?'}, "
+                    f"file now {s.script.sha256}"
+                    for s in drift
+                )
+                + ". Restore the applied file, or rerun with --rebaseline to accept the new file as applied"
+            )
+        for status in drift:
+            schema_runner.rebaseline(server, target, status.script)
+            rec.details.setdefault("rebaselined", []).append(status.script.name)
+    return schema_runner.statuses_for(server, target, scripts) if drift else statuses
+
+
+@retryable_task("snapshot_target")
+def snapshot_target(plan: Plan, label: str) -> Snapshot:
+    """The API-M copy before a script: stored at the first attempt, reused by reruns."""
+    pair = plan.databases.apim
+    server = plan.server()
+    with audited_step(plan, PHASE, "snapshot_target", {"checkpoint": label}) as rec:
+        snap = history.checkpoint(
+            server, pair.target, PHASE, label, lambda: take_snapshot(server, pair.target, pair.db_schema)
+        )
+        rec.details.update(
+            checkpoint=label,
+            target=pair.target,
+            tables=len(snap.row_counts),
+            total_rows=snap.total_rows,
+            digest=snap.digest(),
+            taken_at=snap.taken_at.isoformat(),
+        )
+    return snap
+
+
+@retryable_task("check_script_validated")
+def check_script_validated(plan: Plan, script: Script) -> bool:
+    return (
+        history.completed(plan.server(), plan.databases.apim.target, PHASE, f"validated-{script.to_version}")
+        is not None
+    )
+
+
+@retryable_task("apply_sql_script")
+def apply_sql_script(plan: Plan, script: Script, rank: int) -> schema_runner.AppliedScript:
+    """One script, one transaction; statement-by-statement progress in the UI and the terminal."""
+    logger = get_run_logger()
+    total = len(script.statements)
+    key = f"schema-{script.from_version}-{script.to_version}".replace(".", "-")
+    progress = cast(
+        UUID, create_progress_artifact(progress=0.0, key=key, description=f"{script.name}: statements applied")
+    )
+    last_update = [0.0]
+
+    def on_statement(statement: Statement) -> None:
+        logger.info(
+            "%s: statement %d/%d (line %d): %s",
+            script.name,
+            statement.number,
+            total,
+            statement.line,
+            statement.first_line,
+        )
+        now = time.monotonic()
+        if now - last_update[0] > 0.5 or statement.number == total:
+            update_progress_artifact(progress, 100.0 * (statement.number - 1) / total)
+            last_update[0] = now
+
+    target = plan.databases.apim.target
+    inputs = {"script": script.name, "sha256": script.sha256, "rank": rank}
+    with audited_step(plan, PHASE, "apply_sql_script", inputs) as rec:
+        rec.details.update(
+            script=str(script.path),
+            sha256=script.sha256,
+            statements=total,
+            from_version=script.from_version,
+            to_version=script.to_version,
+            target=target,
+            tables_altered=sorted(script.tables()),
+        )
+        applied = schema_runner.apply_script(
+            plan.server(),
+            target,
+            script,
+            rank,
+            flow_run_id=current_flow_run_id(),
+            on_statement=on_statement,
+            run_as=plan.databases.apim.owner,
+        )
+        rec.details["duration_ms"] = applied.duration_ms
+    update_progress_artifact(progress, 100.0)
+    logger.info("%s applied: %d statements in %.1f s", script.name, total, applied.duration_ms / 1000)
+    return applied
+
+
+@retryable_task("validate_script")
+def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
+    """Counts unchanged unless declared; the new version's tables and columns present.
+
+    The snapshot taken after the script is stored as the next script's "before".
+    """
+    section = schema_section(plan)
+    spec_cfg = next(
+        s for s in section.scripts if (s.from_version, s.to_version) == (script.from_version, script.to_version)
+    )
+    server, pair = plan.server(), plan.databases.apim
+    with audited_step(plan, PHASE, "validate_script", {"script": script.name}) as rec:
+        required: list[str] = []
+        if spec_cfg.dbscripts is not None:
+            ref = reference_catalog(
+                server, spec_cfg.dbscripts / conformance.DDL_FOR_ROLE["apim"], plan.work_dir / "catalogs"
+            )
+            required = [f"{t}.{c}" for t, tdef in ref.tables.items() for c in tdef.columns]
+        after = take_snapshot(server, pair.target, pair.db_schema)
+        spec = build_change_gate(
+            f"after-{script.to_version}",
+            pair.target,
+            before,
+            after.tables,
+            required_columns=required,
+            count_may_change=spec_cfg.expected_row_changes,
+        )
+        result = run_gate(plan.work_dir / "gx", server, spec)
+        rec.gates.append(result.summary())
+        rows = comparison_rows(before, after)
+        altered = script.tables()
+        changed = [dict(r, altered_by_script=r["table"] in altered) for r in rows if r["status"] != "ok"]
+        rec.details.update(
+            changed_tables=[r["table"] for r in changed],
+            changed_but_not_altered=[r["table"] for r in changed if not r["altered_by_script"]],
+        )
+        create_table_artifact(
+            key=f"schema-{script.to_version}-row-counts".replace(".", "-"),
+            table=changed or [{"table": "(no row count changed)"}],
+            description=f"Row counts changed by {script.name}",
+        )
+        if not result.success:
+            raise GateFailed(result.name, result.failures, result.docs_index)
+        history.checkpoint(server, pair.target, PHASE, f"at-{script.to_version}", lambda: after)
+        history.mark_done(
+            server,
+            pair.target,
+            PHASE,
+            f"validated-{script.to_version}",
+            current_flow_run_id(),
+            {"script": script.name, "sha256": script.sha256},
+        )
+    return after
+
+
+@retryable_task("check_conformance")
+def check_conformance(
+    plan: Plan, dbscripts: Path, label: str, *, databases: str = "target", fail: bool = True
+) -> list[dict[str, object]]:
+    """Compare both databases with a version's own DDL; report every difference."""
+    section = schema_section(plan)
+    server = plan.server()
+    accepted = set(section.accepted_differences)
+    rows: list[dict[str, object]] = []
+    with audited_step(plan, PHASE, "check_conformance", {"reference": str(dbscripts), "of": databases}) as rec:
+        failures: list[str] = []
+        docs = None
+        for role, pair in plan.databases.roles().items():
+            dbname = pair.target if databases == "target" else pair.source
+            result = conformance.check(
+                server, role, dbname, dbscripts, accepted, pair.db_schema, plan.work_dir / "catalogs"
+            )
+            rows += result.rows()
+            if databases == "target":  # GX runs only against the copies, never the sources
+                gate = run_gate(plan.work_dir / "gx", server, conformance.conformance_gate(result, pair.db_schema))
+                rec.gates.append(gate.summary())
+                docs = gate.docs_index
+            failures += [f"{dbname}: {d.describe()}" for d in result.unaccepted]
+        rec.details.update(label=label, differences=len(rows), unaccepted=len(failures))
+        create_table_artifact(
+            key=f"conformance-{label}",
+            table=rows or [{"difference": "(none)"}],
+            description=f"Schema conformance of the {databases} databases with {dbscripts}",
+        )
+        if failures and fail:
+            raise GateFailed(f"conformance-{label}", failures, docs)
+        for line in failures:
+            get_run_logger().warning("%s", line)
+    return rows
