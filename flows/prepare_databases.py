@@ -13,6 +13,7 @@ from tasks.databases import (
     snapshot_source,
 )
 from tasks.gates import validate_copy
+from tasks.schema import check_conformance
 
 
 @flow(name="prepare-databases", log_prints=True)
@@ -21,6 +22,16 @@ def prepare_databases(plan_path: str, terminate_connections: bool = False) -> di
     plan = load_plan(plan_path)
     terminate = terminate_connections or plan.copy_options.terminate_connections
     check_preflight(plan, terminate)
+    if plan.schema_upgrade is not None and plan.schema_upgrade.source_dbscripts is not None:
+        # Was the estate customised before we start? Differences are reported, not fatal.
+        check_conformance(
+            plan,
+            plan.schema_upgrade.source_dbscripts,
+            "source-400",
+            databases="source",
+            fail=False,
+            phase="prepare-databases",
+        )
     outcome: dict[str, str] = {}
     for role in plan.databases.roles():
         if check_copy_verified(plan, role):

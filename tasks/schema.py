@@ -211,14 +211,18 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
 
 @retryable_task("check_conformance")
 def check_conformance(
-    plan: Plan, dbscripts: Path, label: str, *, databases: str = "target", fail: bool = True
+    plan: Plan, dbscripts: Path, label: str, *, databases: str = "target", fail: bool = True, phase: str = PHASE
 ) -> list[dict[str, object]]:
-    """Compare both databases with a version's own DDL; report every difference."""
+    """Compare both databases with a version's own DDL; report every difference.
+
+    ``databases="source"`` is the customisation check run before anything starts: the
+    sources are only read (in read-only transactions), and it reports without failing.
+    """
     section = schema_section(plan)
     server = plan.server()
     accepted = set(section.accepted_differences)
     rows: list[dict[str, object]] = []
-    with audited_step(plan, PHASE, "check_conformance", {"reference": str(dbscripts), "of": databases}) as rec:
+    with audited_step(plan, phase, "check_conformance", {"reference": str(dbscripts), "of": databases}) as rec:
         failures: list[str] = []
         docs = None
         for role, pair in plan.databases.roles().items():

@@ -145,3 +145,31 @@ def test_crash_mid_migration_then_successful_rerun(jvm_sandbox: Path, monkeypatc
     log_files = sorted((plan.work_dir / "logs").glob("api-migration-*.log"))
     assert len(log_files) >= 2
     assert os.path.getsize(log_files[-1]) > 0
+
+
+def test_genuine_400_estate_ends_as_a_true_440(
+    make_sandbox: Callable[..., Path], genuine_dbscripts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole stand-in pipeline on WSO2's own 4.0.0 DDL conforms to WSO2's own 4.4.0 DDL."""
+    plan_path = make_sandbox(jvm=True, dbscripts=genuine_dbscripts)
+    for name, value in sandbox_secrets(plan_path.parent).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("APIM_STANDIN_SPEED", "20")
+    invalid = ", ".join(f'"{a}"' for a in sorted(_invalid_apis(plan_path)))
+    _rewrite(plan_path, 'cleanup = "delete"', f'cleanup = "delete"\naccepted_invalid_apis = [{invalid}]')
+    plan = load_plan(plan_path)
+    for phase in (
+        "prepare-databases",
+        "migration-environment",
+        "identity-migration",
+        "api-pre-migration",
+        "api-migration",
+        "cleanup",
+    ):
+        run_phase(phase, plan)
+    assert "conforms to 4.4.0" in run_phase("schema-upgrade", plan)
+    records = audit.read_records(plan.audit_path)
+    source_check = next(r for r in records if r.step == "check_conformance" and r.phase == "prepare-databases")
+    assert source_check.details["differences"] == 0  # the generated estate is an unmodified 4.0.0
+    final = [r for r in records if r.step == "check_conformance" and r.phase == "schema-upgrade"]
+    assert final[-1].outcome == "succeeded" and final[-1].details["unaccepted"] == 0

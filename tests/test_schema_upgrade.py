@@ -221,3 +221,21 @@ def test_failed_gate_is_not_bypassed_by_a_rerun(at_420: Path, pg: db.PgServer, t
         run_phase("schema-upgrade", plan)
     assert "row count changed" not in str(err.value)
     assert "required tables and columns present: missing (4): am_api_url_mapping.log_level" in str(err.value)
+
+
+def test_customised_source_is_reported_before_anything_starts(
+    make_sandbox: Callable[..., Path], pg: db.PgServer, standin_scripts: dict[str, Path]
+) -> None:
+    from apim_upgrade import audit
+
+    plan_path = make_sandbox()
+    _write_section(
+        plan_path, _section([("4.2.0", "4.3.0", standin_scripts["4.3.0"])], source_dbscripts=str(COMPACT / "4.0.0"))
+    )
+    plan = load_plan(plan_path)
+    with db.session(pg, plan.databases.apim.source) as conn:  # an operator's own index in production
+        db.execute(conn, "CREATE INDEX my_custom_idx ON am_api (api_name)")
+    assert run_phase("prepare-databases", plan)["apim"] == "copied and verified"  # reported, not fatal
+    record = next(r for r in audit.read_records(plan.audit_path) if r.step == "check_conformance")
+    assert record.phase == "prepare-databases" and record.outcome == "succeeded"
+    assert record.details["differences"] == 1 and record.details["unaccepted"] == 1
