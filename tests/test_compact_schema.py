@@ -22,10 +22,11 @@ import pytest
 from psycopg import sql
 
 from apim_upgrade.db import PgServer, execute, execute_script, fetch_all, session
+from tests.conftest import SHARED_WSO2
 
 HERE = Path(__file__).resolve()
 COMPACT_ROOT = HERE.parents[1] / "sandbox" / "sql" / "compact"
-GENUINE_ROOT = HERE.parents[2] / "shared" / "wso2" / "dbscripts"
+GENUINE_ROOT = SHARED_WSO2 / "dbscripts"
 VERSIONS = ("4.0.0", "4.2.0", "4.3.0", "4.4.0")
 
 APIM_TABLES = frozenset({
