@@ -53,10 +53,12 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
-    from flows.phases import PHASES, check_phase, run_phase
+    from flows.phases import check_phase, run_phase, select_phases
 
     plan = load_plan(args.plan)  # fail fast, before Prefect starts
-    selected = [args.phase] if args.phase else list(PHASES)
+    if args.phase and (args.from_phase or args.until_phase):
+        raise ApimUpgradeError("give either --phase or --from/--until, not both")
+    selected = [args.phase] if args.phase else select_phases(args.from_phase, args.until_phase)
     for name in selected:
         check_phase(plan, name)
     if args.dry_run:
@@ -74,11 +76,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+    from flows.upgrade_apim import upgrade_apim
+
+    load_plan(args.plan)  # fail fast, before Prefect starts
+    results = upgrade_apim(
+        plan=str(Path(args.plan).resolve()),
+        mode="rehearsal",
+        from_phase=args.from_phase,
+        until_phase=args.until_phase,
+        resume=not args.fresh,
+        keep_copies=args.keep_copies,
+    )
+    for name, result in results.items():
+        print(f"{name}: {result}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from apim_upgrade.report import report_command
+
+    print(f"report: {report_command(Path(args.path))}")
+    return 0
+
+
 def _print_outputs(work_dir: Path) -> None:
     docs = work_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     print(f"audit trail: {work_dir / 'audit.jsonl'}")
     if docs.exists():
         print(f"Data Docs:   {docs}")
+    if (work_dir / "audit.jsonl").exists():
+        from apim_upgrade.report import build_report
+
+        print(f"report:      {build_report(work_dir)}")
 
 
 # --- audit and history -------------------------------------------------------------
@@ -172,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.demo import run_demo
 
     work_dir = run_demo(args.scale, Path(args.dir) if args.dir else None, args.keep)
-    plan_path = work_dir.parent / "plan.toml"
+    plan_path = work_dir.parent / "plan.toml"  # the rehearsal's derived plan
     cmd_history(argparse.Namespace(plan=str(plan_path)))
     # With --keep the target database still holds its copy of the trail: compare with it too.
     cmd_audit_verify(
@@ -209,9 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="treat other sessions on the sources as to be terminated, not as errors",
     )
 
-    sp = add("run", cmd_run, sub, "run the upgrade phases of a plan (all, or --phase NAME)")
+    sp = add("run", cmd_run, sub, "run the upgrade phases of a plan (all, --phase NAME, or --from/--until)")
     sp.add_argument("plan")
     sp.add_argument("--phase")
+    sp.add_argument("--from", dest="from_phase", help="first phase to run")
+    sp.add_argument("--until", dest="until_phase", help="last phase to run")
     sp.add_argument(
         "--terminate-connections",
         action="store_true",
@@ -228,10 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="schema-upgrade: accept changed script files as the applied ones (explicit opt-in)",
     )
 
+    sp = add("rehearse", cmd_rehearse, sub, "rehearse the upgrade on dated copies (never touches real nodes)")
+    sp.add_argument("plan")
+    sp.add_argument("--from", dest="from_phase", help="first phase to run")
+    sp.add_argument("--until", dest="until_phase", help="last phase to run")
+    sp.add_argument("--fresh", action="store_true", help="drop today's rehearsal copies first instead of resuming")
+    sp.add_argument("--keep-copies", action="store_true", help="keep the rehearsal copies at the end")
+
     aud = sub.add_parser("audit", help="audit trail").add_subparsers(dest="audit_command", required=True)
     sp = add("verify", cmd_audit_verify, aud, "verify the hash chain (and the database copy with --plan)")
     sp.add_argument("path", nargs="?", help="work directory or audit.jsonl")
     sp.add_argument("--plan", help="also compare with the history schema in the target database")
+
+    sp = add("report", cmd_report, sub, "rebuild the HTML report of a run from its audit trail")
+    sp.add_argument("path", help="work directory, audit.jsonl or plan.toml")
 
     sp = add("history", cmd_history, sub, "print the audit trail of a plan as a table")
     sp.add_argument("plan")

@@ -61,3 +61,11 @@ def checkpoint(server: db.PgServer, dbname: str, phase: str, label: str, take: C
         db.execute_script(conn, queries.create_checkpoints().as_string(conn))
         db.execute(conn, queries.insert_checkpoint(), (phase, label, snap.model_dump_json()))
     return snap
+
+
+def forget(server: db.PgServer, dbname: str, phase: str, step: str) -> None:
+    """Undo mark_done (a rollback returns the estate to before the phase)."""
+    with db.session(server, dbname) as conn:
+        exists = db.fetch_one(conn, queries.COMPLETED_STEPS_EXISTS)
+        if exists and exists[0]:
+            db.execute(conn, queries.delete_completed_step(), (phase, step))

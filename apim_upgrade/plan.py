@@ -212,32 +212,70 @@ class SchemaUpgradeSection(_Section):
 
 
 class Target440Section(_Section):
-    """The 4.4.0 home (configured by configure-440)."""
+    """The 4.4.0 home and what it inherits from the estate's 4.0.0 installation (configure-440)."""
 
-    home: Path | None = None
-    old_home: Path | None = None
-    carry_over: list[str] = Field(default_factory=list)
+    home: Path = Field(description="The unpacked 4.4.0 home to configure (the control plane's).")
+    old_home: Path = Field(description="The estate's 4.0.0 home: its deployment.toml and customisations.")
+    carry_over: list[str] = Field(
+        default_factory=list,
+        description="Files/folders (relative to the homes) to bring over: themes, jars, keystores.",
+    )
+    conflict_policy: Literal["fail", "keep-440", "take-400"] = Field(
+        "fail",
+        description="A carried file that differs from the 4.4.0 pack's own: stop, keep 4.4.0's, or take 4.0.0's.",
+    )
+    db_username: str = Field(description="Role 4.4.0 connects to the migrated copies as.")
+    db_password_env: str = Field("POSTGRES_PASSWORD", description="Variable holding its password on the nodes.")
+    jdbc_host: str | None = Field(None, description="Database host as the nodes see it (default: postgres.host).")
+    jdbc_port: int | None = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _relative(self) -> Target440Section:
+        for item in self.carry_over:
+            if Path(item).is_absolute() or ".." in Path(item).parts:
+                raise ValueError(f"carry_over entry '{item}' must be a path inside the home (relative, no '..')")
+        if not _ENV_NAME.match(self.db_password_env):
+            raise ValueError(f"'{self.db_password_env}' is not an environment variable name")
+        return self
 
 
 class NodeCommands(_Section):
-    name: str
-    start: list[str] = Field(default_factory=list)
-    stop: list[str] = Field(default_factory=list)
-    health_url: str | None = None
+    """One node and the commands that manage it (systemd, ssh, kubectl, ...: run as given)."""
+
+    name: str = Field(min_length=1)
+    start: list[str] = Field(min_length=1, description="Argument list that starts the node.")
+    stop: list[str] = Field(min_length=1, description="Argument list that stops the node.")
+    health_url: str = Field(description="GET answers 2xx while the node is up.")
+    publisher_url: str | None = Field(None, description="Publisher REST API listing (control plane only).")
+    expect_version: str | None = Field(None, description="Product version its health endpoint must report.")
 
 
 class GatewayGroup(_Section):
-    name: str
-    nodes: list[NodeCommands] = Field(default_factory=list)
+    name: str = Field(min_length=1)
+    nodes: list[NodeCommands] = Field(min_length=1)
+
+
+class RehearsalNodes(_Section):
+    """Nodes a rehearsal may stop and start instead of the real ones (stand-ins, a staging estate)."""
+
+    control_plane_400: list[NodeCommands] = Field(min_length=1)
+    control_plane_440: list[NodeCommands] = Field(min_length=1)
+    gateway_groups: list[GatewayGroup] = Field(default_factory=list)
 
 
 class CutoverSection(_Section):
-    """Control-plane and gateway commands (used by cutover)."""
+    """The switch: stop 4.0.0's control plane, start 4.4.0's, restart every gateway."""
 
-    control_plane_440: list[NodeCommands] = Field(default_factory=list)
-    control_plane_400: list[NodeCommands] = Field(default_factory=list)
+    rehearsal: RehearsalNodes | None = Field(
+        None, description="Used instead of the nodes below in rehearsal mode; without it rehearsals skip cutover."
+    )
+    control_plane_400: list[NodeCommands] = Field(min_length=1)
+    control_plane_440: list[NodeCommands] = Field(min_length=1)
     gateway_groups: list[GatewayGroup] = Field(default_factory=list)
-    unattended: bool = False
+    unattended: bool = Field(False, description="Approve automatically (rehearsals only).")
+    accept_drift: bool = Field(False, description="Go on although the sources changed after they were copied.")
+    approval_timeout_seconds: int = Field(3600, ge=10)
+    node_timeout_seconds: float = Field(600, gt=0, description="Per node: command plus health wait.")
 
 
 class Plan(_Section):

@@ -414,3 +414,12 @@ def select_checkpoint() -> sql.Composed:
 
 
 CHECKPOINTS_EXIST = "SELECT to_regclass('apim_upgrade.checkpoints') IS NOT NULL"
+
+
+def delete_completed_step() -> sql.Composed:
+    return sql.SQL("DELETE FROM {}.completed_steps WHERE phase = %s AND step = %s").format(
+        sql.Identifier(HISTORY_SCHEMA)
+    )
+
+
+REHEARSAL_COPIES = "SELECT datname FROM pg_database WHERE datname LIKE ANY(%s)"

@@ -103,12 +103,25 @@ def plan_scripts(scripts: list[Script], history: list[AppliedScript]) -> list[Sc
 @contextmanager
 def upgrade_lock(server: db.PgServer, dbname: str, holder_name: str) -> Iterator[db.Connection]:
     """Hold the per-database advisory lock for the duration of the block (fails fast)."""
-    conn = db.connect(server, dbname, autocommit=True)
+    with advisory_lock(server, dbname, dbname, holder_name, f"upgrading '{dbname}'") as conn:
+        yield conn
+
+
+@contextmanager
+def advisory_lock(
+    server: db.PgServer, connect_db: str, key: str, holder_name: str, activity: str
+) -> Iterator[db.Connection]:
+    """A session-level advisory lock on ``key`` (held on a connection to ``connect_db``); fails fast.
+
+    The holder's application_name is set to ``holder_name`` so whoever is refused learns who
+    holds the lock.
+    """
+    conn = db.connect(server, connect_db, autocommit=True)
     try:
         db.execute(conn, queries.SET_APPLICATION_NAME, (holder_name[:63],))
-        got = db.fetch_one(conn, queries.TRY_ADVISORY_LOCK, (queries.ADVISORY_NAMESPACE, dbname))
+        got = db.fetch_one(conn, queries.TRY_ADVISORY_LOCK, (queries.ADVISORY_NAMESPACE, key))
         if not got or not got[0]:
-            holders = db.fetch_all(conn, queries.ADVISORY_HOLDER, (queries.ADVISORY_NAMESPACE, dbname))
+            holders = db.fetch_all(conn, queries.ADVISORY_HOLDER, (queries.ADVISORY_NAMESPACE, key))
             who = (
                 "; ".join(
                     f"pid {pid} '{app}' from {addr} as {user} since {since:%Y-%m-%d %H:%M:%S}"
@@ -117,11 +130,11 @@ def upgrade_lock(server: db.PgServer, dbname: str, holder_name: str) -> Iterator
                 or "an unknown session"
             )
             raise UpgradeLocked(
-                f"another run is upgrading '{dbname}' right now ({who}); wait for it to finish, or stop it "
+                f"another run is {activity} right now ({who}); wait for it to finish, or stop it "
                 "if it is stale (pg_terminate_backend(pid))"
             )
         yield conn
-        db.execute(conn, queries.ADVISORY_UNLOCK, (queries.ADVISORY_NAMESPACE, dbname))
+        db.execute(conn, queries.ADVISORY_UNLOCK, (queries.ADVISORY_NAMESPACE, key))
     finally:
         conn.close()
 

@@ -10,6 +10,8 @@ from apim_upgrade.plan import Plan
 from flows.api_migration import api_migration
 from flows.api_pre_migration import api_pre_migration
 from flows.cleanup import cleanup
+from flows.configure_440 import configure_440
+from flows.cutover import cutover
 from flows.identity_migration import identity_migration
 from flows.migration_environment import migration_environment
 from flows.prepare_databases import prepare_databases
@@ -23,6 +25,8 @@ PHASES: dict[str, Callable[..., Any]] = {
     "api-migration": api_migration,
     "cleanup": cleanup,
     "schema-upgrade": schema_upgrade,
+    "configure-440": configure_440,
+    "cutover": cutover,
 }
 # The plan section each phase needs (beyond [postgres] and [databases]).
 REQUIRED_SECTION = {
@@ -32,6 +36,8 @@ REQUIRED_SECTION = {
     "api-migration": "migration_environment",
     "cleanup": "migration_environment",
     "schema-upgrade": "schema_upgrade",
+    "configure-440": "target_440",
+    "cutover": "cutover",
 }
 
 
@@ -51,3 +57,16 @@ def run_phase(name: str, plan: Plan, *, terminate_connections: bool = False, reb
     if name == "schema-upgrade":
         return schema_upgrade(plan_path=str(plan.source_path), rebaseline=rebaseline)
     return PHASES[name](plan_path=str(plan.source_path))
+
+
+def select_phases(from_phase: str | None, until_phase: str | None) -> list[str]:
+    """The phases from ``from_phase`` to ``until_phase`` (inclusive), in upgrade order."""
+    names = list(PHASES)
+    for label, value in (("--from", from_phase), ("--until", until_phase)):
+        if value is not None and value not in names:
+            raise PlanError(f"{label} '{value}' is not a phase; choose one of: {', '.join(names)}")
+    first = names.index(from_phase) if from_phase else 0
+    last = names.index(until_phase) if until_phase else len(names) - 1
+    if first > last:
+        raise PlanError(f"--from {from_phase} comes after --until {until_phase}")
+    return names[first : last + 1]

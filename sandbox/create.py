@@ -115,6 +115,15 @@ def destroy_sandbox(plan_path: Path) -> list[str]:
     plan = load_plan(plan_path)
     names = [p.source for p in plan.databases.roles().values()]
     names += [p.target for p in plan.databases.roles().values()]
+    with db.session(plan.server(), "postgres", read_only=True) as conn:  # and every rehearsal copy of them
+        names += [
+            r[0]
+            for r in db.fetch_all(
+                conn,
+                queries.REHEARSAL_COPIES,
+                ([p.target.replace("_", r"\_") + r"\_rehearsal\_%" for p in plan.databases.roles().values()],),
+            )
+        ]
     drop_estate(plan.server(), *names)
     return names
 

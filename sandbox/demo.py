@@ -13,7 +13,6 @@ import tomli_w
 
 from apim_upgrade.pgserver import find_server
 from apim_upgrade.plan import load_plan
-from flows.phases import PHASES, run_phase
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
 
 
@@ -28,7 +27,9 @@ def accept_invalid_apis(plan_path: Path) -> list[str]:
 
 
 def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str], None] = print) -> Path:
-    """Build a sandbox, run every phase, return the work directory (reports, logs, Data Docs)."""
+    """Build a sandbox and rehearse the whole upgrade on it; returns the rehearsal's work directory."""
+    from apim_upgrade.rehearsal import derive_rehearsal_plan
+    from flows.upgrade_apim import upgrade_apim
     from tasks.jvm import PreMigrationFindings
 
     handle = find_server()
@@ -46,17 +47,17 @@ def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str]
         )
         os.environ.update(sandbox_secrets(where))  # the JVM phases read their secrets from the environment
         os.environ.setdefault("APIM_STANDIN_SPEED", "5")
-        for name in PHASES:
-            say(f"== phase {name}")
-            try:
-                result = run_phase(name, load_plan(plan_path))
-            except PreMigrationFindings as exc:
-                say(f"== the pre-migration gate stopped the upgrade, as it should: {exc}")
-                apis = accept_invalid_apis(plan_path)
-                say(f"== demo: accepting the sandbox's deliberately broken APIs {apis} and resuming")
-                result = run_phase(name, load_plan(plan_path))
-            say(f"== phase {name} finished: {result}")
-        return where / "work"
+        rehearse = lambda: upgrade_apim(plan=str(plan_path), mode="rehearsal", keep_copies=keep)  # noqa: E731
+        try:
+            results = rehearse()
+        except PreMigrationFindings as exc:
+            say(f"== the pre-migration gate stopped the rehearsal, as it should: {exc}")
+            apis = accept_invalid_apis(plan_path)
+            say(f"== demo: accepting the sandbox's deliberately broken APIs {apis} and resuming")
+            results = rehearse()
+        for name, result in results.items():
+            say(f"== {name}: {result}")
+        return derive_rehearsal_plan(load_plan(plan_path)).parent / "work"
     finally:
         if plan_path is not None and not keep:
             destroy_sandbox(plan_path)

@@ -1,9 +1,14 @@
 """The stand-in's HTTP endpoint: a health check and a read-only slice of the Publisher REST API.
 
 Served on 127.0.0.1 at 9763 + ``[server] offset`` (the product's servlet HTTP
-port) or at APIM_STANDIN_HTTP_PORT. ``GET /api/am/publisher/v4/apis`` reads
+port) or at APIM_STANDIN_HTTP_PORT. ``GET /health`` answers 200
+``{"status": "ok", "version": ...}`` (plus ``"profile"`` when started with
+``-Dprofile=``) once the server is up, and 503 with ``"status": "starting"`` /
+``"stopping"`` before and during shutdown, so a caller can tell which product
+version answers and whether it is ready. ``GET /api/am/publisher/v4/apis`` reads
 AM_API live on every call, so a caller can compare what the server "sees" with
-the database. No authentication: it never leaves the loopback interface.
+the database; a gateway-worker has no publisher and answers 404. No
+authentication: it never leaves the loopback interface.
 """
 
 from __future__ import annotations
@@ -27,13 +32,24 @@ ORDER BY api_id LIMIT %s OFFSET %s
 _API_COUNT = "SELECT count(*) FROM am_api"
 
 
-def start_http(port: int, version: str, apim_db: Datasource) -> ThreadingHTTPServer:
+GATEWAY_PROFILE = "gateway-worker"
+
+
+class ServerState:
+    """What /health reports; the server flips it as it comes up and goes down."""
+
+    def __init__(self, version: str, profile: str | None) -> None:
+        self.version, self.profile = version, profile
+        self.status = "starting"  # starting -> ok -> stopping
+
+
+def start_http(port: int, state: ServerState, apim_db: Datasource) -> ThreadingHTTPServer:
     """Bind now (so a busy port fails the startup) and serve from a daemon thread."""
 
     class Handler(_Handler):
         pass
 
-    Handler.version, Handler.apim_db = version, apim_db
+    Handler.state, Handler.apim_db = state, apim_db
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     threading.Thread(
@@ -43,18 +59,25 @@ def start_http(port: int, version: str, apim_db: Datasource) -> ThreadingHTTPSer
 
 
 class _Handler(BaseHTTPRequestHandler):
-    version = ""
+    state = ServerState("", None)
     apim_db: Datasource | None = None
     server_version = "WSO2 Carbon Server"
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/health":
-            self._reply(200, {"status": "ok", "version": self.version})
-        elif url.path.rstrip("/") == "/api/am/publisher/v4/apis":
+            self._health()
+        elif url.path.rstrip("/") == "/api/am/publisher/v4/apis" and self.state.profile != GATEWAY_PROFILE:
             self._apis(parse_qs(url.query))
         else:
             self._reply(404, {"code": 404, "message": "Not Found", "description": f"No resource at {url.path}"})
+
+    def _health(self) -> None:
+        state = self.state
+        body = {"status": state.status, "version": state.version}
+        if state.profile is not None:
+            body["profile"] = state.profile
+        self._reply(200 if state.status == "ok" else 503, body)
 
     def _apis(self, query: dict[str, list[str]]) -> None:
         source = self.apim_db
@@ -65,7 +88,10 @@ class _Handler(BaseHTTPRequestHandler):
             limit = int(query.get("limit", ["0"])[0]) or None
             offset = int(query.get("offset", ["0"])[0])
         except ValueError:
-            self._reply(400, {"code": 400, "message": "Bad Request", "description": "limit/offset must be integers"})
+            limit = offset = -1
+        if (limit is not None and limit < 0) or offset < 0:
+            description = "limit/offset must be integers >= 0"
+            self._reply(400, {"code": 400, "message": "Bad Request", "description": description})
             return
         try:
             with (

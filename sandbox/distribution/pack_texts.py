@@ -113,33 +113,70 @@ for c in "$@"; do
   esac
 done
 
+for c in "${args[@]}"; do
+  case "$c" in
+    -Dprofile=*) echo "Starting the server..." ;;
+  esac
+done
+
+PID_FILE="$CARBON_HOME/wso2carbon.pid"
+# Stand-in addition: the product sends a background server's output to /dev/null; the
+# stand-in keeps it (banner echoes, JUL shutdown lines, crash banners) for debugging.
+STDOUT_FILE="$CARBON_HOME/repository/logs/wso2carbon-stdout.log"
+
+# The pid in wso2carbon.pid, if it is a live server of THIS home. Stand-in addition: the
+# product signals whatever pid the file holds; a stale file whose pid now belongs to
+# another process must never be signalled (nor make "start" believe it is running).
+server_pid() {
+  local pid
+  pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
+  case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [ -r "/proc/$pid/cmdline" ]; then
+    # Zombies have an empty cmdline; the server (--carbon-home H) or this script before
+    # its exec (H/bin/api-manager.sh) name the home as one whole argument.
+    tr '\0' '\n' < "/proc/$pid/cmdline" \
+      | grep -qxF -e "$CARBON_HOME" -e "$CARBON_HOME/bin/api-manager.sh" || return 1
+  fi
+  echo "$pid"
+}
+
+launch_server() {
+  export CARBON_HOME
+  mkdir -p "$CARBON_HOME/repository/logs"
+  # nohup as the product does; setsid (stand-in addition) gives the server its own session,
+  # so the caller's process group can exit or be killed without taking the server with it.
+  nohup setsid bash "$CARBON_HOME/bin/api-manager.sh" "${args[@]}" >> "$STDOUT_FILE" 2>&1 < /dev/null &
+  # setsid does not fork here (a background job is no group leader) and nohup, setsid and
+  # the script all exec, so $! is the server's pid; the server's script writes it again.
+  echo $! > "$PID_FILE"
+}
+
 if [ "$CMD" = "version" ]; then
   cat "$CARBON_HOME/bin/version.txt"
   exit 0
 elif [ "$CMD" = "start" ]; then
-  if [ -e "$CARBON_HOME/wso2carbon.pid" ] \\
-      && ps -p "$(cat "$CARBON_HOME/wso2carbon.pid")" > /dev/null 2>&1; then
+  if server_pid > /dev/null; then
     echo "Process is already running"
     exit 0
   fi
-  export CARBON_HOME
-  nohup bash "$CARBON_HOME/bin/api-manager.sh" "${args[@]}" > /dev/null 2>&1 &
+  launch_server
   exit 0
 elif [ "$CMD" = "stop" ]; then
-  export CARBON_HOME
-  kill -term "$(cat "$CARBON_HOME/wso2carbon.pid")"
+  if pid=$(server_pid); then
+    kill -term "$pid"
+  else
+    echo "No server of $CARBON_HOME is running (wso2carbon.pid names no live server)"
+  fi
   exit 0
 elif [ "$CMD" = "restart" ]; then
-  export CARBON_HOME
-  kill -term "$(cat "$CARBON_HOME/wso2carbon.pid")"
-  process_status=0
-  pid=$(cat "$CARBON_HOME/wso2carbon.pid")
-  while [ "$process_status" -eq "0" ]; do
-    sleep 1
-    ps -p "$pid" > /dev/null 2>&1
-    process_status=$?
-  done
-  nohup bash "$CARBON_HOME/bin/api-manager.sh" "${args[@]}" > /dev/null 2>&1 &
+  if pid=$(server_pid); then
+    kill -term "$pid"
+    while kill -0 "$pid" 2>/dev/null && server_pid > /dev/null; do
+      sleep 0.2
+    done
+  fi
+  launch_server
   exit 0
 fi
 

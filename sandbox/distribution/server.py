@@ -7,6 +7,9 @@ keystores, datasources, the identity migration client (bundle activation), the
 console URLs, the API-M migration client (a startup observer), then
 ``WSO2 Carbon started in N sec``, and keeps running until SIGTERM/SIGINT, which
 prints the shutdown lines. One process; HTTP is served from a daemon thread.
+``-Dprofile=gateway-worker`` (or control-plane / traffic-manager) starts that
+profile: said on the console and reported by /health; a gateway-worker has no
+publisher or devportal.
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ from sandbox.distribution.runtime import (
 
 PRODUCT = "WSO2 API Manager"
 HTTPS_PORT = 9443
+# The profiles of API-M 4.x's profileSetup.sh.
+PROFILES = ("control-plane", http_api.GATEWAY_PROFILE, "traffic-manager")
 _http_server: http_api.ThreadingHTTPServer | None = None
+_state: http_api.ServerState | None = None
+# A real server takes seconds to stop, answering "stopping" meanwhile; scaled by APIM_STANDIN_SPEED.
+SHUTDOWN_SECONDS = 1.0
+_shutdown_pause = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,15 +77,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(carbon_home: Path, properties: dict[str, str], console: Console) -> int:
+    global _shutdown_pause
     started = time.monotonic()
     version = _pack_version(carbon_home)
     failure = FailurePlan.from_environ(dict(os.environ))
     speed = _speed()
+    _shutdown_pause = SHUTDOWN_SECONDS / speed
     config = load_config(carbon_home)
     for secret in config.secrets:
         console.add_secret(secret)
     ctx = Context(carbon_home, version, console, config, properties, failure, speed, started)
     kind = _run_kind(ctx)
+    profile = _profile(ctx)
     _kernel_lines(ctx)
     check_keystores(config, carbon_home)
     check_jdbc_drivers(config, carbon_home)
@@ -100,8 +112,8 @@ def _run(carbon_home: Path, properties: dict[str, str], console: Console) -> int
             f"Re-indexing of registry artifacts is triggered ([indexing] re_indexing = {config.re_indexing})",
         )
     if kind == "start":
-        _start_http(ctx)
-    _console_urls(ctx)
+        _start_http(ctx, profile)
+    _console_urls(ctx, profile)
     ctx.pause(0.4)
     if api_client and kind == "pre":
         run_pre_migration(ctx)
@@ -110,6 +122,8 @@ def _run(carbon_home: Path, properties: dict[str, str], console: Console) -> int
     if kind == "start" and failure.at("start", "errors"):
         console.error("CarbonServerManager", "Error while initializing the registry indexer: Lock obtain timed out")
     console.info("StartupFinalizerServiceComponent", f"Server           :  {PRODUCT}-{version}")
+    if _state is not None:
+        _state.status = "ok"  # before the marker line: whoever saw it finds /health ready
     console.info("StartupFinalizerServiceComponent", f"WSO2 Carbon started in {int(time.monotonic() - started)} sec")
     if failure.at(kind, "die-after-start"):
         ctx.pause(1.0)
@@ -130,6 +144,19 @@ def _run_kind(ctx: Context) -> str:
     return "start"
 
 
+def _profile(ctx: Context) -> str | None:
+    """The -Dprofile= of this run (None: the all-in-one default); an unknown one refuses to start."""
+    profile = ctx.properties.get("profile")
+    if profile is None:
+        return None
+    if profile not in PROFILES:
+        raise StartupError(
+            "CarbonServerManager",
+            f"Cannot start {PRODUCT}: unknown profile -Dprofile={profile}; use one of {', '.join(PROFILES)}",
+        )
+    return profile
+
+
 def _kernel_lines(ctx: Context) -> None:
     """CarbonCoreActivator's banner (console-reference §3.1), from this machine's facts."""
     java_home = os.environ.get("JAVA_HOME", "")
@@ -148,6 +175,10 @@ def _kernel_lines(ctx: Context) -> None:
     ]
     for line in lines:
         ctx.console.info("CarbonCoreActivator", line)
+    profile = ctx.properties.get("profile")
+    if profile is not None:
+        # Stand-in line (the product's profileSetup.sh output is not reproduced): says which profile runs.
+        ctx.console.info("CarbonCoreActivator", f"Server profile   : {profile}")
     ctx.pause(0.3)
 
 
@@ -170,12 +201,13 @@ def _check_datasources(ctx: Context) -> None:
             ) from None
 
 
-def _start_http(ctx: Context) -> None:
-    global _http_server
+def _start_http(ctx: Context, profile: str | None) -> None:
+    global _http_server, _state
     port_text = os.environ.get(HTTP_PORT_VARIABLE)
     port = int(port_text) if port_text else http_api.SERVLET_HTTP_PORT + ctx.config.offset
+    _state = http_api.ServerState(ctx.version, profile)
     try:
-        _http_server = http_api.start_http(port, ctx.version, ctx.config.apim_db)
+        _http_server = http_api.start_http(port, _state, ctx.config.apim_db)
     except OSError as exc:
         raise StartupError(
             "CarbonServerManager",
@@ -183,9 +215,11 @@ def _start_http(ctx: Context) -> None:
         ) from None
 
 
-def _console_urls(ctx: Context) -> None:
+def _console_urls(ctx: Context, profile: str | None) -> None:
     base = f"https://{ctx.config.hostname}:{HTTPS_PORT + ctx.config.offset}/"
     ctx.console.info("CarbonUIServiceComponent", f"Mgt Console URL  : {base}carbon/")
+    if profile == http_api.GATEWAY_PROFILE:
+        return  # the gateway profile removes the publisher and devportal web apps
     ctx.console.info("CarbonUIServiceComponent", f"API Developer Portal Default Context : {base}devportal")
     ctx.console.info("CarbonUIServiceComponent", f"API Publisher Default Context : {base}publisher")
 
@@ -195,8 +229,11 @@ def _shutdown(console: Console) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     console.info("CarbonServerManager", "Shutdown hook triggered....")
     console.info("CarbonServerManager", f"Gracefully shutting down {PRODUCT}...")
-    if _http_server is not None:
-        _http_server.shutdown()
+    if _state is not None:
+        # /health answers "stopping" until the process is gone; the port closes only when it
+        # exits, so "connection refused" means the server is gone and may be started again.
+        _state.status = "stopping"
+    time.sleep(_shutdown_pause)
     console.info("CarbonServerManager", "Shutting down OSGi framework...")
     console.info("CarbonServerManager", "Stopping CarbonServerManager...")
     console.jul("org.wso2.carbon.core.init.CarbonServerManager$ShutdownHookThread run", "Shutdown complete")

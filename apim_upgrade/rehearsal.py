@@ -1,0 +1,59 @@
+"""Rehearsal mode: the same flows on dated, suffixed copies that never touch real nodes.
+
+A rehearsal plan is derived from the cutover plan and written next to its own work
+directory: targets get a ``_rehearsal_<date>`` suffix, the 4.4.0 home is a copy,
+the cutover is unattended and uses ``[cutover.rehearsal]`` nodes (or is skipped).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from apim_upgrade.errors import PlanError
+from apim_upgrade.plan import Plan, load_plan
+
+
+def rehearsal_suffix(day: datetime | None = None) -> str:
+    return "_rehearsal_" + (day or datetime.now(UTC)).strftime("%Y%m%d")
+
+
+def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
+    """Write (or rewrite) the rehearsal plan for ``day`` and return its path."""
+    suffix = rehearsal_suffix(day)
+    base = plan.work_dir / suffix.lstrip("_")
+    doc: dict[str, Any] = plan.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["name"] = f"{plan.name}{suffix}"
+    doc["work_dir"] = str(base / "work")
+    for role in ("apim", "shared"):
+        target = doc["databases"][role]["target"]
+        name = f"{target}{suffix}"
+        if len(name.encode()) > 63:
+            raise PlanError(
+                f"rehearsal copy name '{name}' exceeds PostgreSQL's 63 bytes; shorten databases.{role}.target"
+            )
+        doc["databases"][role]["target"] = name
+    if plan.target_440 is not None:
+        home = base / "home-440" / plan.target_440.home.name
+        if not home.exists() and plan.target_440.home.exists():
+            shutil.copytree(plan.target_440.home, home, symlinks=True)  # never edit the real 4.4.0 home
+        doc["target_440"]["home"] = str(home)
+    cutover = doc.get("cutover")
+    if cutover is not None:
+        rehearsal_nodes = cutover.pop("rehearsal", None)
+        if rehearsal_nodes is None:
+            doc.pop("cutover")  # real nodes are never touched in a rehearsal
+        else:
+            cutover.update(rehearsal_nodes, unattended=True)
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / "plan.toml"
+    path.write_text(
+        f"# Rehearsal plan derived from {plan.source_path} (sha256 {plan.digest}); regenerated each run.\n"
+        + tomli_w.dumps(doc)
+    )
+    load_plan(path)  # it must be a valid plan itself
+    return path

@@ -1,0 +1,55 @@
+"""Phase 9, cutover: stop 4.0.0's control plane, start 4.4.0's, restart every gateway — after approval."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from apim_upgrade.plan import load_plan
+from tasks.cutover import (
+    PHASE,
+    check_publisher_apis,
+    check_source_drift,
+    decide_cutover,
+    forget_cutover,
+    restart_gateways,
+    start_control_plane,
+    stop_control_plane,
+)
+from tasks.jvm import check_phase_done, mark_phase_done
+
+
+@flow(name=PHASE)
+def cutover(plan_path: str) -> str:
+    plan = load_plan(plan_path)
+    if check_phase_done(plan, PHASE):
+        return "skipped (already cut over)"
+    drift = check_source_drift(plan)
+    decision = decide_cutover(plan, drift)
+    if not decision.approve:
+        return f"rejected by {decision.decided_by}: {decision.reason or 'no reason given'}"
+    stop_control_plane(plan, "400")
+    start_control_plane(plan, "440")
+    apis = check_publisher_apis(plan)
+    gateways = restart_gateways(plan)
+    mark_phase_done(plan, PHASE, {"approved_by": decision.decided_by, "apis": apis, "gateways": len(gateways)})
+    return (
+        f"cut over (approved by {decision.decided_by}): {apis} APIs visible, {len(gateways)} gateway node(s) restarted"
+    )
+
+
+@flow(name="rollback")
+def rollback(plan_path: str) -> str:
+    """Side-by-side only: stop 4.4.0 and start 4.0.0 again on the untouched source databases."""
+    from apim_upgrade.errors import ApimUpgradeError
+    from apim_upgrade.plan import Strategy
+
+    plan = load_plan(plan_path)
+    if plan.strategy is not Strategy.SIDE_BY_SIDE:
+        raise ApimUpgradeError(
+            "rollback needs the side-by-side strategy (4.0.0's databases untouched); "
+            "with in-place, restore from your backups"
+        )
+    stop_control_plane(plan, "440", phase="rollback")
+    start_control_plane(plan, "400", phase="rollback")
+    forget_cutover(plan)
+    return "rolled back: 4.0.0 control plane running on the source databases"

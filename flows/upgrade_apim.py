@@ -1,0 +1,54 @@
+"""The end-to-end flow: every phase as a subflow, in order, for a rehearsal or the real cutover."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, get_run_logger
+
+from apim_upgrade.plan import load_plan
+from apim_upgrade.schema_runner import advisory_lock
+from flows.phases import PHASES, REQUIRED_SECTION, run_phase, select_phases
+from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan
+from tasks.report import publish_report
+
+
+@flow(name="upgrade-apim")
+def upgrade_apim(
+    plan: str,
+    mode: Literal["rehearsal", "cutover"] = "rehearsal",
+    from_phase: str | None = None,
+    until_phase: str | None = None,
+    resume: bool = True,
+    keep_copies: bool = False,
+) -> dict[str, str]:
+    """Run the phases from ``from_phase`` to ``until_phase``.
+
+    Every phase resumes by itself (it skips what its history says is done on the current
+    copy), so rerunning after a failure or crash continues at the first incomplete step.
+    ``resume=False`` (rehearsals only) starts from fresh copies.
+    """
+    logger = get_run_logger()
+    estate = load_plan(plan)
+    phases = select_phases(from_phase, until_phase)
+    # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
+    with advisory_lock(
+        estate.server(),
+        estate.postgres.maintenance_db,
+        f"estate:{estate.name}",
+        f"apim-upgrade {estate.name} {mode}",
+        f"working on estate '{estate.name}'",
+    ):
+        the_plan = load_plan(prepare_rehearsal_plan(estate, fresh=not resume)) if mode == "rehearsal" else estate
+        results: dict[str, str] = {}
+        for name in phases:
+            section = REQUIRED_SECTION.get(name)
+            if section and getattr(the_plan, section) is None:
+                logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
+                results[name] = f"skipped (no [{section}])"
+                continue
+            results[name] = str(run_phase(name, the_plan))
+        if mode == "rehearsal" and not keep_copies and phases[-1] == list(PHASES)[-1]:
+            results["rehearsal-copies"] = drop_rehearsal_copies(the_plan)
+        results["report"] = publish_report(the_plan)
+    return results

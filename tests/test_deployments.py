@@ -1,0 +1,121 @@
+"""Deployments for real: a `prefect server`, `prefect deploy`, a process worker, `prefect deployment run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from apim_upgrade import db, queries
+from apim_upgrade.plan import load_plan
+from apim_upgrade.rehearsal import rehearsal_suffix
+from apim_upgrade.schema_runner import UpgradeLocked, advisory_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = _free_port()
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("prefect server did not start")
+                time.sleep(0.5)
+        yield env
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+def _prefect(env: dict[str, str], *args: str, timeout: float = 180) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def test_rehearsal_deployment_runs_on_a_process_worker(
+    prefect_server: dict[str, str], make_sandbox: Callable[..., Path], pg: db.PgServer
+) -> None:
+    plan_path = make_sandbox()
+    plan = load_plan(plan_path)
+    env = dict(prefect_server, APIM_UPGRADE_HOME=str(ROOT), APIM_UPGRADE_PLAN=str(plan_path))
+    _prefect(env, "work-pool", "create", "apim-upgrade", "--type", "process")
+    out = _prefect(env, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    assert "upgrade-apim/rehearsal" in out and "upgrade-apim/cutover" in out
+    out = _prefect(env, "deployment", "run", "upgrade-apim/rehearsal", "--param", "until_phase=prepare-databases")
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+    assert run_id, out
+    suffix = rehearsal_suffix(datetime.now(UTC))
+    try:
+        _prefect(env, "worker", "start", "--pool", "apim-upgrade", "--run-once", timeout=600)
+        state = _prefect(env, "flow-run", "inspect", run_id.group(1))
+        assert "COMPLETED" in state.upper(), state
+        with db.session(pg, "postgres", read_only=True) as conn:
+            names = {r[0] for r in db.fetch_all(conn, "SELECT datname FROM pg_database")}
+        for pair in plan.databases.roles().values():
+            assert f"{pair.target}{suffix}" in names  # the rehearsal worked on dated copies
+            assert pair.target not in names  # and never on the plan's own targets
+        trail = plan.work_dir / suffix.lstrip("_") / "work" / "audit.jsonl"
+        steps = [json.loads(line)["step"] for line in trail.read_text().splitlines()]
+        assert "validate_copy" in steps
+    finally:
+        with db.session(pg, "postgres", autocommit=True) as conn:
+            for pair in plan.databases.roles().values():
+                db.execute(conn, queries.drop_database(f"{pair.target}{suffix}"))
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_second_run_on_the_same_estate_is_refused(make_sandbox: Callable[..., Path], pg: db.PgServer) -> None:
+    from flows.upgrade_apim import upgrade_apim
+
+    plan_path = make_sandbox()
+    plan = load_plan(plan_path)
+    with advisory_lock(pg, "postgres", f"estate:{plan.name}", "cutover-by-bob", "test"):
+        with pytest.raises(UpgradeLocked, match="'cutover-by-bob'"):
+            upgrade_apim(plan=str(plan_path), mode="rehearsal", until_phase="prepare-databases")
