@@ -191,6 +191,17 @@ def cmd_sandbox_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sandbox_start(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+    from sandbox.nodes import start_estate
+
+    plan = load_plan(args.plan)
+    if plan.cutover is None:
+        raise ApimUpgradeError(f"{args.plan} has no [cutover] nodes to start")
+    print("running: " + ", ".join(start_estate(plan.cutover)))
+    return 0
+
+
 def cmd_sandbox_destroy(args: argparse.Namespace) -> int:
     from sandbox.create import destroy_sandbox
 
@@ -285,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pg-dsn", help="PostgreSQL to build on (default: APIM_UPGRADE_PG_DSN or 127.0.0.1:5432)")
     sp.add_argument("--scale", type=int, default=1, help="data volume (100: about a million tokens)")
     sp.add_argument("--dbscripts", help="a WSO2 4.0.0 pack's dbscripts/ folder (default: compact schema)")
-    sp = add("destroy", cmd_sandbox_destroy, sb, "drop a sandbox's databases")
+    sp = add("start", cmd_sandbox_start, sb, "start a sandbox's 4.0.0 control plane and gateways (its 'production')")
+    sp.add_argument("plan")
+    sp = add("destroy", cmd_sandbox_destroy, sb, "stop a sandbox's nodes and drop its databases")
     sp.add_argument("plan")
 
     sp = add("demo", cmd_demo, sub, "rehearse every phase on a fresh sandbox")

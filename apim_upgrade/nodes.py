@@ -93,7 +93,10 @@ def _probe(url: str, timeout: float, insecure: bool = False, token: str | None =
         with opener.open(request, timeout=timeout) as reply:
             status, text = reply.status, reply.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:  # a non-2xx answer: the server is there, not healthy
-        text = exc.read().decode("utf-8", "replace") if exc.fp is not None else ""
+        try:
+            text = exc.read().decode("utf-8", "replace") if exc.fp is not None else ""
+        except (OSError, http.client.HTTPException):
+            text = ""  # the status line is the answer; a body cut short adds nothing
         return _Answer("answering", f"HTTP {exc.code} {_summary(text)}".rstrip(), text=text)
     except urllib.error.URLError as exc:
         reason = exc.reason
@@ -213,13 +216,13 @@ def publisher_apis(
         page = [item for item in body["list"] if isinstance(item, dict)]
         apis.extend(page)
         pagination = body.get("pagination")
-        if not isinstance(pagination, dict) or "total" not in pagination:
+        if not isinstance(pagination, dict) or not isinstance(pagination.get("total"), int):
             return apis
         if pagination.get("offset", offset) != offset:
             # A server ignoring offset would hand out the first page forever.
             raise NodeError(f"publisher listing {page_url} ignored offset={offset}; cannot page through it")
         offset += len(page)
-        if not page or offset >= int(pagination["total"]):
+        if not page or offset >= pagination["total"]:
             return apis
 
 
@@ -258,20 +261,22 @@ def start_node(
     health URL: then only the command's exit code speaks for it).
     """
     deadline = time.monotonic() + timeout
-    _run_command(node, "start", timeout)
+    result = _run_command(node, "start", timeout)
     if not node.health_url:
         return {}
     version = expect_version if expect_version is not None else node.expect_version
     try:
         return wait_until_healthy(node.health_url, _remaining(deadline), POLL_SECONDS, version, insecure=insecure)
     except NodeError as exc:
-        raise NodeError(f"node '{node.name}' did not become healthy: {exc}") from None
+        # What the start command said often explains it ("Process is already running").
+        said = " | ".join(result.tail[-3:]) or "(nothing)"
+        raise NodeError(f"node '{node.name}' did not become healthy: {exc} (start command output: {said})") from None
 
 
-def _run_command(node: NodeCommands, which: Literal["start", "stop"], timeout: float) -> None:
+def _run_command(node: NodeCommands, which: Literal["start", "stop"], timeout: float) -> process.ProcessResult:
     argv = node.start if which == "start" else node.stop
     try:
-        process.run(argv, timeout=timeout)
+        return process.run(argv, timeout=timeout)
     except process.ProcessFailed as exc:
         raise NodeError(
             f"node '{node.name}': {which} command `{' '.join(argv)}` failed: {exc}. Check the command in the "

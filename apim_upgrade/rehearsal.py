@@ -37,17 +37,21 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
                 f"rehearsal copy name '{name}' exceeds PostgreSQL's 63 bytes; shorten databases.{role}.target"
             )
         doc["databases"][role]["target"] = name
+    home_swap: tuple[str, str] | None = None
     if plan.target_440 is not None:
         home = base / "home-440" / plan.target_440.home.name
         if not home.exists() and plan.target_440.home.exists():
             shutil.copytree(plan.target_440.home, home, symlinks=True)  # never edit the real 4.4.0 home
         doc["target_440"]["home"] = str(home)
+        home_swap = (str(plan.target_440.home), str(home))
     cutover = doc.get("cutover")
     if cutover is not None:
         rehearsal_nodes = cutover.pop("rehearsal", None)
         if rehearsal_nodes is None:
             doc.pop("cutover")  # real nodes are never touched in a rehearsal
         else:
+            if home_swap is not None:  # rehearsal nodes run the rehearsal's own copy of the 4.4.0 home
+                rehearsal_nodes = _replace_in_strings(rehearsal_nodes, *home_swap)
             cutover.update(rehearsal_nodes, unattended=True)
     base.mkdir(parents=True, exist_ok=True)
     path = base / "plan.toml"
@@ -57,3 +61,13 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
     )
     load_plan(path)  # it must be a valid plan itself
     return path
+
+
+def _replace_in_strings(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [_replace_in_strings(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_in_strings(v, old, new) for k, v in value.items()}
+    return value

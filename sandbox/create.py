@@ -17,6 +17,7 @@ from apim_upgrade import db, queries
 from apim_upgrade.errors import SandboxError
 from apim_upgrade.plan import load_plan
 from sandbox.estate import EstateSummary, build_estate, drop_estate
+from sandbox.nodes import build_nodes, stop_everything
 
 OWNER = "wso2_apim"
 PASSWORD_ENV = "APIM_UPGRADE_PG_PASSWORD"
@@ -94,25 +95,62 @@ def create_sandbox(
         dbscripts=dbscripts,
         owner=OWNER,
     )
+    try:
+        _write_plan(directory, plan_path, prefix, names, server, summary, dbscripts, with_distribution, owner_can_login)
+    except BaseException:
+        # Nothing half-written: no estate without its plan, no plan without its estate.
+        drop_estate(server, names["apim_source"], names["shared_source"])
+        plan_path.unlink(missing_ok=True)
+        raise
+    return plan_path, summary
+
+
+def _write_plan(
+    directory: Path,
+    plan_path: Path,
+    prefix: str,
+    names: dict[str, str],
+    server: db.PgServer,
+    summary: EstateSummary,
+    dbscripts: Path | None,
+    with_distribution: bool,
+    owner_can_login: bool,
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     plan = _plan_document(prefix, names, server)
     if with_distribution:
         # The JVM logs in as the estate's owner (as WSO2's own user does), so whatever it creates
         # is owned like the rest of the schema; trust/peer setups only, else the maintenance user.
         jvm_user = OWNER if owner_can_login and server.password is None else server.user
-        plan["migration_environment"] = _migration_environment(directory, server, dbscripts, jvm_user)
+        me = _migration_environment(directory, server, dbscripts, jvm_user)
+        plan["migration_environment"] = me
         plan["schema_upgrade"] = _schema_upgrade(directory, server, dbscripts)
+        sections = build_nodes(
+            directory,
+            sources={"apim": names["apim_source"], "shared": names["shared_source"]},
+            host=server.host,
+            port=server.port,
+            db_user=jvm_user,
+            db_password_env=SECRET_VARIABLES["db"],
+            jdbc_driver=directory / me["jdbc_driver"],
+            dbscripts={v: _pack_dbscripts(dbscripts, v) for v in ("4.0.0", "4.4.0")},
+            java_home=Path(me["java_home"]),
+        )
+        node_secrets = sections.pop("_secrets")
+        with open(directory / SECRETS_FILE, "a") as fh:  # the nodes' environment (like a systemd unit's)
+            fh.writelines(f"export {k}='{v}'\n" for k, v in node_secrets.items())
+        plan.update(sections)
     tmp = plan_path.with_suffix(".toml.tmp")
     tmp.write_text(_HEADER + tomli_w.dumps(plan))
     tmp.replace(plan_path)
     (directory / "estate.json").write_text(json.dumps(asdict(summary), indent=1, default=str))
     load_plan(plan_path)  # what we wrote must be a valid plan
-    return plan_path, summary
 
 
 def destroy_sandbox(plan_path: Path) -> list[str]:
-    """Drop the sandbox's sources and any copies made from them."""
+    """Stop the sandbox's nodes, drop its sources and any copies made from them."""
     plan = load_plan(plan_path)
+    stop_everything(plan_path.parent)
     names = [p.source for p in plan.databases.roles().values()]
     names += [p.target for p in plan.databases.roles().values()]
     with db.session(plan.server(), "postgres", read_only=True) as conn:  # and every rehearsal copy of them

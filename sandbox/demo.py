@@ -11,9 +11,11 @@ from pathlib import Path
 
 import tomli_w
 
+from apim_upgrade.nodes import http_check
 from apim_upgrade.pgserver import find_server
 from apim_upgrade.plan import load_plan
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
+from sandbox.nodes import running_nodes, start_estate
 
 
 def accept_invalid_apis(plan_path: Path) -> list[str]:
@@ -47,6 +49,9 @@ def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str]
         )
         os.environ.update(sandbox_secrets(where))  # the JVM phases read their secrets from the environment
         os.environ.setdefault("APIM_STANDIN_SPEED", "5")
+        plan = load_plan(plan_path)
+        assert plan.cutover is not None
+        say("'production' running: " + ", ".join(start_estate(plan.cutover)))
         rehearse = lambda: upgrade_apim(plan=str(plan_path), mode="rehearsal", keep_copies=keep)  # noqa: E731
         try:
             results = rehearse()
@@ -57,6 +62,10 @@ def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str]
             results = rehearse()
         for name, result in results.items():
             say(f"== {name}: {result}")
+        say("after the cutover (the 4.4.0 control plane took over the 4.0.0 one's host and ports):")
+        for node in running_nodes(plan.cutover)[len(plan.cutover.control_plane_400) :]:
+            ok, detail = http_check(node.health_url, timeout=2)
+            say(f"   {node.name:<14} {node.health_url:<40} {'UP ' + detail if ok else 'down'}")
         return derive_rehearsal_plan(load_plan(plan_path)).parent / "work"
     finally:
         if plan_path is not None and not keep:

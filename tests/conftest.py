@@ -92,4 +92,7 @@ def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path
         return plan_path
 
     yield factory
+    from sandbox.nodes import stop_everything
+
+    stop_everything(tmp_path)  # any stand-in node a test started
     drop_estate(pg, *names)

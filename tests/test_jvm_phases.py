@@ -106,7 +106,10 @@ def test_full_chain_with_findings_gate_and_no_secrets(jvm_sandbox: Path, pg: obj
         assert [d for d in differences if d.kind != "table_extra"] == [], role
     assert history.completed(plan.server(), plan.databases.apim.target, "api-migration", "done")
 
-    secrets = [v for v in sandbox_secrets(jvm_sandbox.parent).values() if len(v) > 6]
+    me = plan.migration_environment
+    assert me is not None
+    values = sandbox_secrets(jvm_sandbox.parent)
+    secrets = [values[name] for name in me.secret_variables() if len(values[name]) > 6]
     assert run_phase("cleanup", plan).startswith("removed")
     assert not (plan.work_dir / "migration-env/wso2am-4.2.0").exists()
     for path in plan.work_dir.rglob("*"):

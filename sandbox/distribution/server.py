@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from apim_upgrade import db
 from apim_upgrade.errors import ApimUpgradeError, SandboxError
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(carbon_home, properties, console)
     except ShutdownRequested:
         _shutdown(console)
-        return 0
+        _halt()
     except StartupError as exc:
         console.error(exc.logger, exc.message)
         return 1
@@ -238,6 +239,21 @@ def _shutdown(console: Console) -> None:
     console.info("CarbonServerManager", "Stopping CarbonServerManager...")
     console.jul("org.wso2.carbon.core.init.CarbonServerManager$ShutdownHookThread run", "Shutdown complete")
     console.jul("org.wso2.carbon.core.init.CarbonServerManager$ShutdownHookThread run", "Halting JVM")
+
+
+def _halt() -> NoReturn:
+    """Runtime.halt(), as "Halting JVM" says: no interpreter teardown after the shutdown lines.
+
+    Python's finalisation could garbage-collect the HTTP socket while the process still
+    exists; exiting at once keeps the port open until the very end, so "connection
+    refused" means the server is gone (and a start will not find it still running).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # nobody reads our output any more
+    os._exit(0)
 
 
 def _request_shutdown(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,235 @@
+"""The sandbox estate's running nodes: a 4.0.0 control plane, the 4.4.0 home, two gateway groups.
+
+All are homes of the stand-in distribution, managed with their own ``bin/api-manager.sh
+start|stop`` exactly like a real WSO2 node, so the cutover drives them through the plan's
+commands. Ports: 9763 + each home's ``[server] offset``; the 4.4.0 control plane takes over
+the 4.0.0 one's offset (same host, same ports) once 4.0.0 is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from apim_upgrade import process
+from apim_upgrade.config_render import env, jdbc_url
+from apim_upgrade.errors import SandboxError
+from apim_upgrade.plan import CutoverSection, NodeCommands
+
+SERVLET_PORT = 9763
+GATEWAYS = {"internal": ["gw-internal-1", "gw-internal-2"], "external": ["gw-external-1"]}
+CUSTOM_JAR = "repository/components/lib/acme-auth-handler-1.0.0.jar"
+CUSTOM_THEME = "repository/deployment/server/jaggeryapps/devportal/site/public/theme/acme"
+
+
+def _free_offsets(count: int) -> list[int]:
+    """Offsets whose servlet port is free now (each home gets its own)."""
+    offsets: list[int] = []
+    candidate = 100
+    while len(offsets) < count and candidate < 20000:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", SERVLET_PORT + candidate)) != 0:
+                offsets.append(candidate)
+        candidate += 37
+    if len(offsets) < count:
+        raise SandboxError("no free ports for the sandbox nodes; stop other sandboxes")
+    return offsets
+
+
+def _edit_toml(home: Path, update: dict[str, Any]) -> None:
+    conf = home / "repository" / "conf" / "deployment.toml"
+    doc = tomllib.loads(conf.read_text())
+    for key, value in update.items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    conf.write_text(tomli_w.dumps(doc))
+
+
+def _node(
+    name: str,
+    home: Path,
+    offset: int,
+    version: str,
+    java_home: Path,
+    *,
+    profile: str | None = None,
+    publisher: bool = False,
+) -> dict[str, Any]:
+    # Like a systemd unit's Environment=JAVA_HOME=...: the command carries what the node needs.
+    script = ["env", f"JAVA_HOME={java_home}", "bash", str(home / "bin" / "api-manager.sh")]
+    extra = [f"-Dprofile={profile}"] if profile else []
+    base = f"http://127.0.0.1:{SERVLET_PORT + offset}"
+    node: dict[str, Any] = {
+        "name": name,
+        "start": [*script, "start", *extra],
+        "stop": [*script, "stop"],
+        "health_url": f"{base}/health",
+        "expect_version": version,
+    }
+    if publisher:
+        node["publisher_url"] = f"{base}/api/am/publisher/v4/apis"
+    return node
+
+
+def build_nodes(
+    directory: Path,
+    *,
+    sources: dict[str, str],
+    host: str,
+    port: int,
+    db_user: str,
+    db_password_env: str,
+    jdbc_driver: Path,
+    dbscripts: dict[str, Path | None],
+    java_home: Path,
+) -> dict[str, Any]:
+    """Unpack the homes, configure them, and return the plan's [target_440] and [cutover] sections."""
+    from sandbox.distribution.build import build_distribution, unpack_distribution
+
+    nodes_dir = directory / "nodes"
+    packs = {v: build_distribution(v, directory / "packs", dbscripts=dbscripts.get(v)) for v in ("4.0.0", "4.4.0")}
+    gateway_names = [n for names in GATEWAYS.values() for n in names]
+    offsets = _free_offsets(1 + len(gateway_names))
+    cp_offset, gateway_offsets = offsets[0], dict(zip(gateway_names, offsets[1:], strict=True))
+
+    old_home = unpack_distribution(packs["4.0.0"], nodes_dir / "cp-400")
+    (old_home / "repository/components/lib" / jdbc_driver.name).write_bytes(jdbc_driver.read_bytes())
+    _edit_toml(
+        old_home,
+        {
+            "server": {"offset": cp_offset},
+            "database": {
+                key: {
+                    "type": "postgre",
+                    "url": jdbc_url(host, port, db),
+                    "username": db_user,
+                    "password": env(db_password_env),
+                    "driver": "org.postgresql.Driver",
+                    "validationQuery": "SELECT 1",
+                }
+                for key, db in (("apim_db", sources["apim"]), ("shared_db", sources["shared"]))
+            },
+        },
+    )
+    secrets = _secrets_to_placeholders(old_home)
+    # The estate's own customisations, which the upgrade must carry over to 4.4.0.
+    with zipfile.ZipFile(old_home / CUSTOM_JAR, "w") as jar:
+        jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nBundle-SymbolicName: com.acme.auth\n")
+    theme = old_home / CUSTOM_THEME
+    theme.mkdir(parents=True, exist_ok=True)
+    (theme / "defaultTheme.js").write_text(
+        "const Configurations = { custom: { appBar: { background: '#0a3d62' } } };\n"
+    )
+
+    new_home = unpack_distribution(packs["4.4.0"], nodes_dir / "cp-440")
+    gateways: dict[str, list[dict[str, Any]]] = {}
+    for group, names in GATEWAYS.items():
+        for name in names:
+            home = unpack_distribution(packs["4.4.0"], nodes_dir / name)
+            _edit_toml(home, {"server": {"offset": gateway_offsets[name]}})
+            gateways.setdefault(group, []).append(
+                _node(name, home, gateway_offsets[name], "4.4.0", java_home, profile="gateway-worker")
+            )
+    nodes = {
+        "control_plane_400": [_node("cp-400", old_home, cp_offset, "4.0.0", java_home, publisher=True)],
+        "control_plane_440": [_node("cp-440", new_home, cp_offset, "4.4.0", java_home, publisher=True)],
+        "gateway_groups": [{"name": g, "nodes": n} for g, n in gateways.items()],
+    }
+    return {
+        "target_440": {
+            "home": str(new_home),
+            "old_home": str(old_home),
+            "carry_over": [f"repository/components/lib/{jdbc_driver.name}", CUSTOM_JAR, CUSTOM_THEME],
+            "db_username": db_user,
+            "db_password_env": db_password_env,
+        },
+        # Everything in a sandbox is a stand-in, so a rehearsal may drive the same nodes.
+        "cutover": {**nodes, "rehearsal": nodes, "node_timeout_seconds": 120},
+        "_secrets": secrets,
+    }
+
+
+def _secrets_to_placeholders(home: Path) -> dict[str, str]:
+    """A well-kept estate keeps no literal secret in deployment.toml: the sandbox's 4.0.0 home neither.
+
+    Returns the variables (and their throwaway values) the node's environment must provide.
+    """
+    conf = home / "repository" / "conf" / "deployment.toml"
+    found: dict[str, str] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, f"{path}_{k}" if path else k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, f"{path}_{i}") for i, v in enumerate(value)]
+        key = path.rsplit("_", 1)[-1]
+        if isinstance(value, str) and value and key.lower() in ("password", "secret") and not value.startswith("$"):
+            name = "APIM_SANDBOX_" + re.sub(r"[^A-Za-z0-9]+", "_", path).upper()
+            found[name] = value
+            return env(name)
+        return value
+
+    conf.write_text(tomli_w.dumps(walk(tomllib.loads(conf.read_text()), "")))
+    return found
+
+
+def running_nodes(cutover: CutoverSection) -> list[NodeCommands]:
+    """Every node of a [cutover] section, the 4.0.0 control plane first."""
+    gateways = [n for g in cutover.gateway_groups for n in g.nodes]
+    return [*cutover.control_plane_400, *cutover.control_plane_440, *gateways]
+
+
+def start_estate(cutover: CutoverSection, timeout: float = 120) -> list[str]:
+    """Start the 'production' nodes: the 4.0.0 control plane and every gateway."""
+    from apim_upgrade import nodes
+
+    started = []
+    for node in [*cutover.control_plane_400, *[n for g in cutover.gateway_groups for n in g.nodes]]:
+        ok, _ = nodes.http_check(node.health_url, timeout=2)
+        if not ok:
+            nodes.start_node(node, timeout, node.expect_version)
+        started.append(node.name)
+    return started
+
+
+def stop_everything(directory: Path) -> list[str]:
+    """Stop every stand-in server of this sandbox (its homes and its rehearsals' copies of them).
+
+    Each home that has a pid file is stopped with its own ``api-manager.sh stop``; anything of the
+    sandbox still running after that is terminated, so destroying a sandbox leaves no process.
+    """
+    stopped = []
+    for pid_file in sorted(directory.rglob("wso2carbon.pid")):
+        home = pid_file.parent
+        script = home / "bin" / "api-manager.sh"
+        if script.exists():
+            process.run(["bash", str(script), "stop"], timeout=60, check=False)
+            stopped.append(str(home.relative_to(directory)))
+    for pid in _processes_under(directory):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    return stopped
+
+
+def _processes_under(directory: Path) -> list[int]:
+    """Stand-in servers whose command line names a home inside ``directory``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in cmdline]
+        if "sandbox.distribution.server" in args and any(a.startswith(str(directory)) for a in args):
+            pids.append(int(proc.name))
+    return pids
