@@ -94,6 +94,17 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+    from flows.cutover import rollback
+
+    plan = load_plan(args.plan)
+    if plan.cutover is None:
+        raise ApimUpgradeError(f"{args.plan} has no [cutover] section: nothing to roll back")
+    print(rollback(plan_path=str(plan.source_path)))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from apim_upgrade.report import report_command
 
@@ -283,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("verify", cmd_audit_verify, aud, "verify the hash chain (and the database copy with --plan)")
     sp.add_argument("path", nargs="?", help="work directory or audit.jsonl")
     sp.add_argument("--plan", help="also compare with the history schema in the target database")
+
+    sp = add("rollback", cmd_rollback, sub, "side-by-side: stop 4.4.0 and start 4.0.0 again on the sources")
+    sp.add_argument("plan")
 
     sp = add("report", cmd_report, sub, "rebuild the HTML report of a run from its audit trail")
     sp.add_argument("path", help="work directory, audit.jsonl or plan.toml")
