@@ -51,21 +51,7 @@ def run(
         argv = ["runuser", "-u", user, "--", *argv]
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-            text=True,
-            errors="replace",
-            bufsize=1,
-        )
-    except OSError as exc:
-        raise ProcessFailed(f"cannot start {argv[0]}: {exc.strerror}; is it installed and on PATH?") from None
+    proc = _spawn(argv, env, cwd)
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -97,6 +83,25 @@ def run(
             f"last output: {' | '.join(list(tail)[-5:]) or '(none)'}"
         )
     return result
+
+
+def _spawn(argv: list[str], env: Mapping[str, str] | None, cwd: Path | None) -> subprocess.Popen[str]:
+    """Start ``argv`` in its own process group, merged output as text lines, no stdin."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,  # its own group: kill_group reaches every child it forks
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise ProcessFailed(f"cannot start {argv[0]}: {exc.strerror}; is it installed and on PATH?") from None
 
 
 def kill_group(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
@@ -143,21 +148,7 @@ class Supervised:
         self._cond = threading.Condition()
         self._matched: str | None = None
         self._watch: Callable[[str], bool] | None = None
-        try:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-                text=True,
-                errors="replace",
-                bufsize=1,
-            )
-        except OSError as exc:
-            raise ProcessFailed(f"cannot start {self.argv[0]}: {exc.strerror}; check the path") from None
+        self.proc = _spawn(self.argv, env, cwd)
         self.pgid = os.getpgid(self.proc.pid)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from apim_upgrade import queries
 from apim_upgrade.catalog import Snapshot
 from apim_upgrade.gates import Expectation, GateSpec, QueryAsset
+from expectations.migration_gate import indexes_asset
 
 
 def build_copy_gate(role: str, source: Snapshot, target: str, target_tables: list[str]) -> GateSpec:
@@ -50,18 +51,6 @@ def build_copy_gate(role: str, source: Snapshot, target: str, target_tables: lis
         )
     ]
     if required_indexes:
-        assets.append(
-            QueryAsset(
-                name="indexes",
-                query=queries.index_names(schema).as_string(),
-                expectations=[
-                    Expectation(
-                        "required indexes present"
-                        + (" (incl. registry indexes for 4.2.0)" if role == "shared" else ""),
-                        "ExpectColumnDistinctValuesToContainSet",
-                        {"column": "indexname", "value_set": required_indexes},
-                    )
-                ],
-            )
-        )
+        label = "required indexes present" + (" (incl. registry indexes for 4.2.0)" if role == "shared" else "")
+        assets.append(indexes_asset(schema, required_indexes, label))
     return GateSpec(name=f"copy-{role}", database=target, assets=assets)

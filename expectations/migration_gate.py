@@ -75,17 +75,16 @@ def build_change_gate(
         )
     indexes = sorted(set(required_indexes))
     if indexes:
-        assets.append(
-            QueryAsset(
-                name="indexes",
-                query=queries.index_names(schema).as_string(),
-                expectations=[
-                    Expectation(
-                        "required indexes present",
-                        "ExpectColumnDistinctValuesToContainSet",
-                        {"column": "indexname", "value_set": indexes},
-                    )
-                ],
-            )
-        )
+        assets.append(indexes_asset(schema, indexes, "required indexes present"))
     return GateSpec(name=name, database=database, assets=assets)
+
+
+def indexes_asset(schema: str, required: list[str], label: str) -> QueryAsset:
+    """One expectation: every required index name exists in the schema."""
+    return QueryAsset(
+        name="indexes",
+        query=queries.index_names(schema).as_string(),
+        expectations=[
+            Expectation(label, "ExpectColumnDistinctValuesToContainSet", {"column": "indexname", "value_set": required})
+        ],
+    )

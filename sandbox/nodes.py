@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -34,12 +35,15 @@ CUSTOM_THEME = "repository/deployment/server/jaggeryapps/devportal/site/public/t
 def _free_offsets(count: int) -> list[int]:
     """Offsets whose servlet port is free now (each home gets its own)."""
     offsets: list[int] = []
-    candidate = 100
-    while len(offsets) < count and candidate < 20000:
+    # A random start keeps two sandboxes built at the same moment from picking the same ports.
+    candidate = random.randrange(100, 10000)  # noqa: S311 - not a secret, a port spread
+    for _ in range(2000):
+        if len(offsets) == count:
+            break
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", SERVLET_PORT + candidate)) != 0:
                 offsets.append(candidate)
-        candidate += 37
+        candidate = 100 + (candidate + 37) % 15000
     if len(offsets) < count:
         raise SandboxError("no free ports for the sandbox nodes; stop other sandboxes")
     return offsets

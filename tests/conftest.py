@@ -96,3 +96,18 @@ def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path
 
     stop_everything(tmp_path)  # any stand-in node a test started
     drop_estate(pg, *names)
+
+
+@pytest.fixture
+def jvm_sandbox(make_sandbox: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A 4.0.0 sandbox with its stand-in packs and nodes, copies made, its secrets exported."""
+    from apim_upgrade.plan import load_plan
+    from flows.phases import run_phase
+    from sandbox.create import sandbox_secrets
+
+    plan_path = make_sandbox(jvm=True)
+    for name, value in sandbox_secrets(plan_path.parent).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("APIM_STANDIN_SPEED", "20")
+    run_phase("prepare-databases", load_plan(plan_path))
+    return plan_path

@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +17,10 @@ from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import load_plan
 from flows.cutover import cutover, rollback
 from flows.phases import run_phase
-from sandbox.create import sandbox_secrets
 from sandbox.nodes import CUSTOM_JAR, start_estate
 from tasks.cutover import SourceDrift
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-@pytest.fixture
-def estate(make_sandbox: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A sandbox whose copies are made and whose 4.0.0 control plane and gateways are running."""
-    plan_path = make_sandbox(jvm=True)
-    for name, value in sandbox_secrets(plan_path.parent).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("APIM_STANDIN_SPEED", "20")
-    run_phase("prepare-databases", load_plan(plan_path))
-    yield plan_path
 
 
 def _edit_plan(plan_path: Path, section: str, **values: Any) -> None:
@@ -54,24 +41,24 @@ def _rendered(plan_path: Path) -> dict[str, Any]:
     return tomllib.loads((home / "repository/conf/deployment.toml").read_text())
 
 
-def test_configure_440_reindexing_and_carry_over_conflicts(estate: Path) -> None:
-    plan = load_plan(estate)
+def test_configure_440_reindexing_and_carry_over_conflicts(jvm_sandbox: Path) -> None:
+    plan = load_plan(jvm_sandbox)
     assert "re_indexing = 1" in run_phase("configure-440", plan)  # no [indexing] in the 4.0.0 file
-    rendered = _rendered(estate)
+    rendered = _rendered(jvm_sandbox)
     assert rendered["indexing"]["re_indexing"] == 1
     assert rendered["database"]["apim_db"]["url"].endswith("/" + plan.databases.apim.target)
     assert all(e.get("gateway_type") == "Regular" for e in rendered["apim"]["gateway"]["environment"])
 
-    _edit_old_toml(estate, indexing={"re_indexing": 10})
+    _edit_old_toml(jvm_sandbox, indexing={"re_indexing": 10})
     run_phase("configure-440", plan)  # rerunnable: renders from the pack default again
-    assert _rendered(estate)["indexing"]["re_indexing"] == 11
+    assert _rendered(jvm_sandbox)["indexing"]["re_indexing"] == 11
 
     # The 4.4.0 pack happens to ship its own, different file where a customisation goes.
     (plan.target_440.home / CUSTOM_JAR).write_bytes(b"not the estate's jar")  # type: ignore[union-attr]
     with pytest.raises(ApimUpgradeError, match=r"acme-auth-handler-1\.0\.0\.jar: conflicting"):
         run_phase("configure-440", plan)
-    _edit_plan(estate, "target_440", conflict_policy="keep-440")
-    run_phase("configure-440", load_plan(estate))
+    _edit_plan(jvm_sandbox, "target_440", conflict_policy="keep-440")
+    run_phase("configure-440", load_plan(jvm_sandbox))
     record = [r for r in audit.read_records(plan.audit_path) if r.step == "carry_over_customisations"][-1]
     outcomes = {r["path"]: r["outcome"] for r in record.details["results"]}
     assert outcomes[CUSTOM_JAR] == "conflicting" and "skipped (identical)" in outcomes.values()
@@ -109,8 +96,8 @@ def _run_cutover_with_decision(plan_path: Path, decision: dict[str, Any]) -> str
     return str(results[0])
 
 
-def test_drift_rejection_approval_and_rollback(estate: Path, pg: db.PgServer) -> None:
-    plan = load_plan(estate)
+def test_drift_rejection_approval_and_rollback(jvm_sandbox: Path, pg: db.PgServer) -> None:
+    plan = load_plan(jvm_sandbox)
     cp400, cp440 = plan.cutover.control_plane_400[0], plan.cutover.control_plane_440[0]  # type: ignore[union-attr]
     start_estate(plan.cutover)  # type: ignore[arg-type]
     run_phase("configure-440", plan)
@@ -122,39 +109,41 @@ def test_drift_rejection_approval_and_rollback(estate: Path, pg: db.PgServer) ->
             "VALUES ('late.user', -1234, 'late@example.com', now())",
         )
     with pytest.raises(SourceDrift, match=r"am_subscriber"):
-        cutover(plan_path=str(estate))
-    _edit_plan(estate, "cutover", accept_drift=True)
+        cutover(plan_path=str(jvm_sandbox))
+    _edit_plan(jvm_sandbox, "cutover", accept_drift=True)
 
-    outcome = _run_cutover_with_decision(estate, {"approve": False, "decided_by": "alice", "reason": "window moved"})
+    outcome = _run_cutover_with_decision(
+        jvm_sandbox, {"approve": False, "decided_by": "alice", "reason": "window moved"}
+    )
     assert outcome == "rejected by alice: window moved"
-    assert nodes.http_check(cp400.health_url)[1].find('"4.0.0"') > 0  # nothing was touched
+    assert '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # nothing was touched
     approval = [r for r in audit.read_records(plan.audit_path) if r.step == "approval"][-1]
     assert approval.details["decision"] == "reject" and approval.details["by"] == "alice"
 
-    outcome = _run_cutover_with_decision(estate, {"approve": True, "decided_by": "bob", "reason": "go"})
+    outcome = _run_cutover_with_decision(jvm_sandbox, {"approve": True, "decided_by": "bob", "reason": "go"})
     assert outcome.startswith("cut over (approved by bob): 20 APIs visible, 3 gateway node(s) restarted")
     assert '"4.4.0"' in nodes.http_check(cp440.health_url)[1]
     assert history.completed(pg, plan.databases.apim.target, "cutover", "done")
 
-    assert rollback(plan_path=str(estate)).startswith("rolled back")
+    assert rollback(plan_path=str(jvm_sandbox)).startswith("rolled back")
     assert '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # 4.0.0 again, on the untouched sources
     assert history.completed(pg, plan.databases.apim.target, "cutover", "done") is None
     steps = [(r.phase, r.step) for r in audit.read_records(plan.audit_path)]
     assert ("rollback", "start_control_plane_400") in steps
 
 
-def test_failing_gateway_stops_the_rollout(estate: Path) -> None:
-    plan = load_plan(estate)
+def test_failing_gateway_stops_the_rollout(jvm_sandbox: Path) -> None:
+    plan = load_plan(jvm_sandbox)
     section = plan.cutover
     assert section is not None
     start_estate(section)
     run_phase("configure-440", plan)
-    doc = tomllib.loads(estate.read_text())
+    doc = tomllib.loads(jvm_sandbox.read_text())
     doc["cutover"]["unattended"] = True
     doc["cutover"]["gateway_groups"][0]["nodes"][0]["start"] = ["false"]  # gw-internal-1 will not come back
-    estate.write_text(tomli_w.dumps(doc))
+    jvm_sandbox.write_text(tomli_w.dumps(doc))
     with pytest.raises(nodes.NodeError, match="gw-internal-1"):
-        cutover(plan_path=str(estate))
+        cutover(plan_path=str(jvm_sandbox))
     record = [r for r in audit.read_records(plan.audit_path) if r.step == "restart_gateways"][-1]
     states = {n["node"]: n["state"] for n in record.details["nodes"]}
     assert states == {"gw-internal-1": "failed", "gw-internal-2": "untouched", "gw-external-1": "untouched"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,17 +20,6 @@ from sandbox.create import sandbox_secrets
 from tasks.jvm import PreMigrationFindings
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-@pytest.fixture
-def jvm_sandbox(make_sandbox: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A 4.0.0 sandbox with its stand-in 4.2.0 pack, copies made, secrets exported."""
-    plan_path = make_sandbox(jvm=True)
-    for name, value in sandbox_secrets(plan_path.parent).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("APIM_STANDIN_SPEED", "20")
-    run_phase("prepare-databases", load_plan(plan_path))
-    yield plan_path
 
 
 def _rewrite(plan_path: Path, old: str, new: str) -> None:
