@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -355,3 +357,47 @@ def _restart_failure(failed: NodeStatus, statuses: list[NodeStatus]) -> str:
         "back (its logs, its start/stop commands in the plan), then rerun the restart."
     )
     return "\n".join(lines)
+
+
+# The lines a control plane prints once it serves (shared/wso2/console-reference.md).
+SERVER_UP_MARKERS = (
+    r"WSO2 Carbon started in \d+ sec",
+    r"API Publisher Default Context : \S+",
+    r"API Developer Portal Default Context : \S+",
+)
+
+
+def log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def watch_log(path: Path, offset: int, patterns: tuple[str, ...], timeout: float) -> dict[str, str]:
+    """Follow ``path`` from ``offset`` until every pattern has matched a line; the matching lines.
+
+    Reads only what is new, line by line, keeping nothing but the matches (logs can be large).
+    """
+    compiled = {p: re.compile(p) for p in patterns}
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    position, partial = offset, ""
+    while True:
+        if path.exists():
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(position)
+                chunk = fh.read()
+                position = fh.tell()
+            lines = (partial + chunk).split("\n")
+            partial = lines.pop()
+            for line in lines:
+                for pattern, regex in compiled.items():
+                    if pattern not in found and regex.search(line):
+                        found[pattern] = line.strip()
+        if len(found) == len(compiled):
+            return found
+        if time.monotonic() > deadline:
+            missing = [p for p in patterns if p not in found]
+            raise NodeError(
+                f"{path}: no line matching {', '.join(repr(m) for m in missing)} within {timeout:.0f} s of the "
+                "start; read the server log before sending traffic"
+            )
+        time.sleep(POLL_SECONDS)

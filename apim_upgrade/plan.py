@@ -248,6 +248,9 @@ class NodeCommands(_Section):
     health_url: str = Field(description="GET answers 2xx while the node is up.")
     publisher_url: str | None = Field(None, description="Publisher REST API listing (control plane only).")
     expect_version: str | None = Field(None, description="Product version its health endpoint must report.")
+    log_file: Path | None = Field(
+        None, description="Server log readable from here: watched for the server-up marker after a start."
+    )
 
 
 class GatewayGroup(_Section):
@@ -368,6 +371,7 @@ def load_plan(path: str | Path) -> Plan:
             "migration_environment": _resolve_paths(base, plan.migration_environment),
             "schema_upgrade": _resolve_paths(base, plan.schema_upgrade),
             "target_440": _resolve_paths(base, plan.target_440),
+            "cutover": _resolve_paths(base, plan.cutover),
         }
     )
 
@@ -390,6 +394,8 @@ def _resolve_paths(base: Path, section: _Section | None) -> Any:
             updates[name] = [_absolute(base, v) for v in value]
         elif isinstance(value, list) and value and isinstance(value[0], _Section):
             updates[name] = [_resolve_paths(base, v) for v in value]
+        elif isinstance(value, _Section):
+            updates[name] = _resolve_paths(base, value)
     return section.model_copy(update=updates)
 
 

@@ -80,6 +80,7 @@ def _node(
     }
     if publisher:
         node["publisher_url"] = f"{base}/api/am/publisher/v4/apis"
+        node["log_file"] = str(home / "repository" / "logs" / "wso2carbon.log")
     return node
 
 

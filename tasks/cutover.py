@@ -140,8 +140,12 @@ def start_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[dict
     health = []
     for node in group:
         with audited_step(plan, phase, f"start_control_plane_{which}", {"node": node.name}) as rec:
+            offset = nodes.log_size(node.log_file) if node.log_file else 0
             answer = nodes.start_node(node, section.node_timeout_seconds, node.expect_version)
             rec.details.update(node=node.name, health=answer)
+            if node.log_file is not None:  # healthy is not enough: the console must say it is up
+                markers = nodes.watch_log(node.log_file, offset, nodes.SERVER_UP_MARKERS, section.node_timeout_seconds)
+                rec.details["server_up"] = list(markers.values())
         health.append(answer)
     return health
 

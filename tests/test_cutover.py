@@ -123,6 +123,9 @@ def test_drift_rejection_approval_and_rollback(jvm_sandbox: Path, pg: db.PgServe
     outcome = _run_cutover_with_decision(jvm_sandbox, {"approve": True, "decided_by": "bob", "reason": "go"})
     assert outcome.startswith("cut over (approved by bob): 20 APIs visible, 3 gateway node(s) restarted")
     assert '"4.4.0"' in nodes.http_check(cp440.health_url)[1]
+    started = [r for r in audit.read_records(plan.audit_path) if r.step == "start_control_plane_440"][-1]
+    assert any("WSO2 Carbon started in" in line for line in started.details["server_up"])
+    assert any("API Publisher Default Context" in line for line in started.details["server_up"])
     assert history.completed(pg, plan.databases.apim.target, "cutover", "done")
 
     assert rollback(plan_path=str(jvm_sandbox)).startswith("rolled back")
