@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 from apim_upgrade import audit, db, queries  # noqa: E402
 from apim_upgrade.pgserver import find_server  # noqa: E402
 from apim_upgrade.plan import load_plan  # noqa: E402
-from benchmarks.bench_prepare_databases import start_prefect_server  # noqa: E402
 from sandbox.create import create_sandbox  # noqa: E402
 from sandbox.estate import drop_estate  # noqa: E402
+from sandbox.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from sandbox.schema_sync import apply_sync, generate_upgrade_script, sync_statements  # noqa: E402
 
 GENUINE = next(
@@ -150,8 +150,7 @@ def main() -> None:
             rows.append((scale, summary.access_tokens, floor, phase, applied, gates))
     finally:
         drop_estate(server, *names)
-        os.killpg(prefect.pid, 15) if prefect.poll() is None else None
-        prefect.wait(30)
+        stop_prefect_server(prefect)
         handle.stop()
         shutil.rmtree(work, ignore_errors=True)
 

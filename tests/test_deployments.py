@@ -7,8 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,50 +17,26 @@ from apim_upgrade import db, queries
 from apim_upgrade.plan import load_plan
 from apim_upgrade.rehearsal import rehearsal_suffix
 from apim_upgrade.schema_runner import UpgradeLocked, advisory_lock
+from sandbox.prefect_server import free_port, start_prefect_server, stop_prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("prefect-server-home")
-    port = _free_port()
-    env = dict(
-        os.environ,
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    port = free_port()
+    proc = start_prefect_server(home, port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("prefect server did not start")
-                time.sleep(0.5)
-        yield env
+        yield dict(
+            os.environ,
+            PREFECT_HOME=str(home),
+            PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            DO_NOT_TRACK="1",
+        )
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+        stop_prefect_server(proc)
 
 
 def _prefect(env: dict[str, str], *args: str, timeout: float = 180) -> str:
