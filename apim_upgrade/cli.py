@@ -1,5 +1,8 @@
 """The ``apim-upgrade`` command line: one function per verb, errors printed once."""
 
+# Every verb imports what it needs inside its function: `--help` and a mistyped command
+# must not pay for Prefect, GX, pandas, SQLAlchemy or psycopg (tests/test_cli_startup.py).
+
 from __future__ import annotations
 
 import argparse
@@ -7,10 +10,10 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from apim_upgrade import audit
-from apim_upgrade.errors import ApimUpgradeError, AuditError, PreflightError
+from apim_upgrade.errors import ApimUpgradeError, AuditError, PreflightError, hide_known_tracebacks
 
 # Quiet, local defaults; an operator's own settings win.
 for _var, _value in (
@@ -35,7 +38,7 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> No
 
 def cmd_plan_check(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
-    from apim_upgrade.preflight import run_preflight
+    from apim_upgrade.preflight import ALL_INPUT_PHASES, check_phase_inputs, run_preflight
 
     plan = load_plan(args.plan)
     print(f"plan '{plan.name}' ({plan.source_path}) is valid; strategy {plan.strategy.value}")
@@ -44,6 +47,7 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
         print(finding.line())
     if not report.ok:
         raise PreflightError([f"{f.check}: {f.message}" for f in report.errors])
+    check_phase_inputs(plan, sorted(ALL_INPUT_PHASES))
     print("preflight passed")
     return 0
 
@@ -53,6 +57,7 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
+    from apim_upgrade.preflight import check_phase_inputs
     from flows.phases import check_phase, run_phase, select_phases
 
     plan = load_plan(args.plan)  # fail fast, before Prefect starts
@@ -61,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     selected = [args.phase] if args.phase else select_phases(args.from_phase, args.until_phase)
     for name in selected:
         check_phase(plan, name)
+    check_phase_inputs(plan, selected)  # packs, keystores, scripts: before anything is written
     if args.dry_run:
         if selected != ["schema-upgrade"]:
             raise ApimUpgradeError("--dry-run is supported for --phase schema-upgrade; add --phase schema-upgrade")
@@ -68,27 +74,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print("\n".join(dry_run(str(plan.source_path))))
         return 0
-    for name in selected:
-        print(f"== phase {name}")
-        result = run_phase(name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline)
-        print(f"== phase {name} finished: {result}")
+    with _prefect_api():
+        for name in selected:
+            print(f"== phase {name}")
+            result = run_phase(name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline)
+            print(f"== phase {name} finished: {result}")
     _print_outputs(plan.work_dir)
     return 0
 
 
+def _prefect_api() -> AbstractContextManager[str | None]:
+    """Flows run against the configured Prefect API, else an embedded one started now (after the
+    fail-fast checks): apim_upgrade/embedded_api.py."""
+    from apim_upgrade.embedded_api import embedded_api
+
+    return embedded_api()
+
+
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
+    from apim_upgrade.preflight import check_phase_inputs
+    from flows.phases import select_phases
     from flows.upgrade_apim import upgrade_apim
 
-    load_plan(args.plan)  # fail fast, before Prefect starts
-    results = upgrade_apim(
-        plan=str(Path(args.plan).resolve()),
-        mode="rehearsal",
-        from_phase=args.from_phase,
-        until_phase=args.until_phase,
-        resume=not args.fresh,
-        keep_copies=args.keep_copies,
-    )
+    plan = load_plan(args.plan)  # fail fast, before Prefect starts
+    check_phase_inputs(plan, select_phases(args.from_phase, args.until_phase))
+    with _prefect_api():
+        results = upgrade_apim(
+            plan=str(Path(args.plan).resolve()),
+            mode="rehearsal",
+            from_phase=args.from_phase,
+            until_phase=args.until_phase,
+            resume=not args.fresh,
+            keep_copies=args.keep_copies,
+        )
     for name, result in results.items():
         print(f"{name}: {result}")
     return 0
@@ -101,7 +120,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     if plan.cutover is None:
         raise ApimUpgradeError(f"{args.plan} has no [cutover] section: nothing to roll back")
-    print(rollback(plan_path=str(plan.source_path)))
+    with _prefect_api():
+        print(rollback(plan_path=str(plan.source_path)))
     return 0
 
 
@@ -131,6 +151,7 @@ def _audit_file(path: Path) -> Path:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from apim_upgrade import audit
     from apim_upgrade.plan import load_plan
 
     plan = load_plan(args.plan) if args.plan else None
@@ -151,6 +172,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from apim_upgrade import audit
     from apim_upgrade.plan import load_plan
 
     plan = load_plan(args.plan)
@@ -224,7 +246,8 @@ def cmd_sandbox_destroy(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.demo import run_demo
 
-    work_dir = run_demo(args.scale, Path(args.dir) if args.dir else None, args.keep)
+    with _prefect_api():  # boots while the sandbox is built
+        work_dir = run_demo(args.scale, Path(args.dir) if args.dir else None, args.keep)
     plan_path = work_dir.parent / "plan.toml"  # the rehearsal's derived plan
     cmd_history(argparse.Namespace(plan=str(plan_path)))
     # With --keep the target database still holds its copy of the trail: compare with it too.
@@ -325,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.traceback:
+        hide_known_tracebacks()
     try:
         return int(args.func(args))
     except ApimUpgradeError as exc:

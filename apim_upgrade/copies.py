@@ -17,6 +17,8 @@ from apim_upgrade.errors import DatabaseError
 from apim_upgrade.plan import Plan
 
 MARKER_PREFIX = "apim-upgrade:"
+# application_name of the session running CREATE DATABASE (seen in pg_stat_activity).
+COPY_APPLICATION_NAME = "apim-upgrade copy"
 
 
 class CopyState(Enum):
@@ -77,12 +79,22 @@ def create_copy(
     strategy: str | None,
     copying_marker: str,
 ) -> str:
-    """CREATE DATABASE target WITH TEMPLATE source OWNER owner; returns the SQL sent."""
-    with db.session(server, maintenance_db, autocommit=True) as conn:
+    """CREATE DATABASE target WITH TEMPLATE source OWNER owner; returns the SQL sent.
+
+    A connection lost during CREATE DATABASE leaves no database behind (the server rolls the
+    creation back); lost after it, the copy exists without its marker and the write-ahead
+    intent record makes the retry rebuild it. Either way it is never marked verified here.
+    """
+    activity = f"copying '{source}' to '{target}' (CREATE DATABASE ... TEMPLATE)"
+    with db.session(
+        server, maintenance_db, autocommit=True, activity=activity, application_name=COPY_APPLICATION_NAME
+    ) as conn:
         statement = queries.create_database_from_template(target, source, owner, strategy)
         try:
             db.execute(conn, statement)
         except db.PgError as exc:
+            if db.connection_lost(exc):
+                raise  # the session names server, database and activity; tasks retry it
             hint = ""
             if exc.sqlstate == "55006":  # object_in_use: someone is connected to the source
                 hint = (

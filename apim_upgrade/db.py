@@ -85,12 +85,23 @@ class PgServer:
 
 
 def connect(
-    server: PgServer, dbname: str, *, read_only: bool = False, autocommit: bool = False
+    server: PgServer,
+    dbname: str,
+    *,
+    read_only: bool = False,
+    autocommit: bool = False,
+    application_name: str | None = None,
 ) -> psycopg.Connection[tuple[Any, ...]]:
-    """Open a connection; ``read_only`` makes the server refuse every write."""
+    """Open a connection; ``read_only`` makes the server refuse every write.
+
+    ``application_name`` labels the session in pg_stat_activity (an operator looking at a
+    blocked or long statement sees which step of apim-upgrade it is).
+    """
     extra: dict[str, Any] = {}
     if read_only:
         extra["options"] = "-c default_transaction_read_only=on"
+    if application_name:
+        extra["application_name"] = application_name[:63]  # longer names are truncated by the server
     try:
         return psycopg.connect(server.conninfo(dbname, **extra), autocommit=autocommit)
     except psycopg.OperationalError as exc:
@@ -104,21 +115,98 @@ def connect(
         ) from None
 
 
+# A session that ends with one of these never reached the server's commit: the server
+# rolled its open transaction back (08: connection exception; 57P01-57P03: admin/crash
+# shutdown, cannot connect now). Other OperationalErrors (lock timeout, query cancelled,
+# out of resources) are not a lost connection.
+_LOST_SQLSTATES = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True when ``exc`` means the connection to the server is gone (transient: rerun heals it)."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    if state is None:  # libpq-level: "server closed the connection unexpectedly", "connection is lost"
+        return True
+    return state.startswith("08") or state in _LOST_SQLSTATES
+
+
+def lost_connection_error(
+    server: PgServer,
+    dbname: str,
+    activity: str,
+    exc: BaseException,
+    *,
+    committing: bool = False,
+    consequence: str | None = None,
+) -> DatabaseUnavailable:
+    """The one message for a lost connection: where, doing what, what it means, what to do."""
+    if consequence is None:
+        consequence = (
+            "the connection went while committing, so that transaction either took effect completely or "
+            "not at all. Check that the server is up and rerun the same command: it resumes where it stopped"
+            if committing
+            else "the server rolled back the open transaction, so nothing uncommitted was kept. Check that "
+            "the server is up and rerun the same command: it resumes where it stopped"
+        )
+    return DatabaseUnavailable(
+        f"lost the connection to {server.describe()}/{dbname} while {activity} ({_first_line(exc)}); {consequence}"
+    )
+
+
 @contextmanager
 def session(
-    server: PgServer, dbname: str, *, read_only: bool = False, autocommit: bool = False
+    server: PgServer,
+    dbname: str,
+    *,
+    read_only: bool = False,
+    autocommit: bool = False,
+    activity: str = "running a query",
+    application_name: str | None = None,
 ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    """A connection that is always closed; commits on success unless autocommit."""
-    conn = connect(server, dbname, read_only=read_only, autocommit=autocommit)
+    """A connection that is always closed; commits on success unless autocommit.
+
+    A lost connection (server restart, terminated backend, network) surfaces as
+    :class:`DatabaseUnavailable` naming server, database and ``activity``, which tasks retry.
+    """
+    conn = connect(server, dbname, read_only=read_only, autocommit=autocommit, application_name=application_name)
     try:
-        with conn:
+        try:
             yield conn
+        except psycopg.OperationalError as exc:
+            if connection_lost(exc):
+                raise lost_connection_error(server, dbname, activity, exc) from None
+            _rollback_quietly(conn)
+            raise
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+        if not autocommit:
+            try:
+                conn.commit()
+            except psycopg.OperationalError as exc:
+                if connection_lost(exc):
+                    raise lost_connection_error(server, dbname, activity, exc, committing=True) from None
+                raise
     finally:
         conn.close()
 
 
+def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+    """Roll back without hiding the error that is already on its way up."""
+    if conn.closed or conn.broken:
+        return
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        pass  # the original error says more; the server rolls back when the session closes
+
+
 @contextmanager
-def snapshot_transaction(server: PgServer, dbname: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+def snapshot_transaction(
+    server: PgServer, dbname: str, *, activity: str = "reading a consistent snapshot"
+) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """One REPEATABLE READ, READ ONLY transaction: every read sees the same snapshot."""
     conn = connect(server, dbname, read_only=True)
     try:
@@ -126,8 +214,17 @@ def snapshot_transaction(server: PgServer, dbname: str) -> Iterator[psycopg.Conn
         conn.read_only = True
         with conn.transaction():
             yield conn
+    except psycopg.OperationalError as exc:
+        if connection_lost(exc):
+            raise lost_connection_error(server, dbname, activity, exc) from None
+        raise
     finally:
         conn.close()
+
+
+def is_broken(conn: psycopg.Connection[Any]) -> bool:
+    """The session is gone (closed, or the server ended it)."""
+    return bool(conn.closed or conn.broken)
 
 
 def fetch_all(

@@ -14,6 +14,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -55,8 +56,11 @@ def inspect_pack(path: Path, expected_version: str) -> PackInfo:
         raise DistributionError(f"distribution {path} does not exist; fix migration_environment.distribution_zip")
     try:
         with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
             names = zf.namelist()
+            try:
+                bad = zf.testzip()
+            except (zlib.error, EOFError) as exc:  # damaged compressed data, not just a CRC mismatch
+                raise DistributionError(f"{path} is corrupt ({exc}); download the pack again") from None
     except (zipfile.BadZipFile, OSError) as exc:
         raise DistributionError(f"{path} is not a readable zip ({exc}); download the pack again") from None
     if bad is not None:
@@ -64,7 +68,8 @@ def inspect_pack(path: Path, expected_version: str) -> PackInfo:
     tops = {PurePosixPath(n).parts[0] for n in names if PurePosixPath(n).parts}
     if len(tops) != 1:
         raise DistributionError(
-            f"{path} has {len(tops)} top-level entries; a WSO2 pack has one wso2am-<version> folder"
+            f"{path} has {len(tops)} top-level entries, a WSO2 pack has one wso2am-<version> folder; "
+            "point migration_environment.distribution_zip at the API-M pack"
         )
     top = tops.pop()
     rel = {n[len(top) + 1 :] for n in names}
@@ -108,14 +113,22 @@ def unpack(info: PackInfo, dest_parent: Path) -> Path:
     return home
 
 
-def install_jdbc_driver(home: Path, driver: Path) -> Path:
+def check_jdbc_driver(driver: Path) -> None:
+    if not driver.exists():
+        raise DistributionError(f"JDBC driver {driver} does not exist; fix migration_environment.jdbc_driver")
     if not driver.is_file() or not driver.name.endswith(".jar"):
         raise DistributionError(f"JDBC driver {driver} is not a jar file; fix migration_environment.jdbc_driver")
     try:
         with zipfile.ZipFile(driver) as zf:
             zf.getinfo("META-INF/MANIFEST.MF")
-    except (zipfile.BadZipFile, KeyError):
-        raise DistributionError(f"{driver} is not a valid jar (no manifest); download the driver again") from None
+    except (zipfile.BadZipFile, KeyError, OSError):
+        raise DistributionError(
+            f"JDBC driver {driver} is not a valid jar (no manifest); download the driver again"
+        ) from None
+
+
+def install_jdbc_driver(home: Path, driver: Path) -> Path:
+    check_jdbc_driver(driver)
     dest = home / LIB_DIR / driver.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(driver, dest)

@@ -26,7 +26,11 @@ class PreflightError(ApimUpgradeError):
     exit_code = 3
 
     def __init__(self, findings: list[str]) -> None:
-        super().__init__("preflight found problems:\n" + "\n".join(f"  - {f}" for f in findings))
+        # One finding stays on one line (the CLI prints a single FAILED line); several are listed.
+        if len(findings) == 1:
+            super().__init__(f"preflight found problems: {findings[0]}")
+        else:
+            super().__init__("preflight found problems:\n" + "\n".join(f"  - {f}" for f in findings))
         self.findings = findings
 
     def __reduce__(self) -> tuple[type, tuple[list[str]]]:
@@ -70,3 +74,24 @@ class AuditError(ApimUpgradeError):
 
 class SandboxError(ApimUpgradeError):
     """The sandbox estate could not be built."""
+
+
+def hide_known_tracebacks() -> None:
+    """Keep Prefect's run loggers from printing a stack for this tool's own errors.
+
+    The CLI prints such an error once as ``FAILED: ...``; Prefect would log it again with a
+    traceback (the flow run's "Encountered exception"), burying that line. The message stays
+    in the log; only the stack of an expected error is dropped (``--traceback`` shows it).
+    """
+    import logging
+
+    class _KnownErrorFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], ApimUpgradeError):
+                record.exc_info, record.exc_text = None, None
+            return True
+
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(type(f).__name__ == "_KnownErrorFilter" for f in logger.filters):
+            logger.addFilter(_KnownErrorFilter())

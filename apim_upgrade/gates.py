@@ -3,14 +3,16 @@
 A gate is a few query assets (small result sets computed inside the
 database: counts, catalogue rows) and the expectations on each. Nothing is
 loaded into pandas; GX evaluates the expectations as SQL. Results go to
-GX's Data Docs in the work directory.
+GX's Data Docs in the work directory, rendered once per phase (build_pending_data_docs).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,31 +83,101 @@ def _gx_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:120]
 
 
-def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
-    """Validate every asset of ``spec`` and refresh Data Docs; never raises on failures."""
-    import great_expectations as gx  # heavy import, only when a gate runs
-    import great_expectations.expectations as gxe
-    from great_expectations.checkpoint import UpdateDataDocsAction
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+# GX's import (scipy, pandas, SQLAlchemy: seconds of CPU) and loading its file context
+# are a gate's fixed cost, paid once per process; the context is reused by every gate
+# of the same work directory (a phase runs its gates one after another, never at once).
+_CONTEXTS: dict[Path, Any] = {}
+_DATASOURCES: dict[tuple[Path, str], str] = {}
+_GX_IMPORT = threading.Lock()
+# Data Docs pages of gates already run, not yet rendered (see run_gate): GX roots with some, and
+# the list itself, kept in a file under each root.
+_PENDING_FILE = Path("gx", "uncommitted", "apim-upgrade-pending-data-docs.jsonl")
+_PENDING_ROOTS: set[Path] = set()
+_PENDING_LOCK = threading.Lock()
 
+
+def prewarm() -> None:
+    """Import GX in a background thread while the caller waits on the database (a copy, a script).
+
+    Only an import: if it fails, the gate's own import raises the error where it matters.
+    """
+    threading.Thread(target=_import_gx, name="gx-import", daemon=True).start()
+
+
+def _import_gx() -> None:
+    with _GX_IMPORT:
+        try:
+            import great_expectations
+            import great_expectations.checkpoint
+            import great_expectations.expectations  # noqa: F401
+        except ImportError:
+            pass  # reported by run_gate, in the flow's own thread
+
+
+def _context(gx_root: Path) -> Any:
+    root = gx_root.resolve()
+    context = _CONTEXTS.get(root)
+    if context is None or not (root / "gx" / "great_expectations.yml").exists():
+        with _GX_IMPORT:  # never import GX in two threads at once
+            import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="file", project_root_dir=str(root))
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _CONTEXTS[root] = context
+        for key in [k for k in _DATASOURCES if k[0] == root]:
+            del _DATASOURCES[key]
+    return context
+
+
+def _datasource(context: Any, gx_root: Path, server: db.PgServer, database: str) -> Any:
+    """The database's datasource, written to the project file only when new or changed."""
+    name = _gx_name(f"pg-{database}")
+    url = server.sqlalchemy_url(database, PASSWORD_VARIABLE)
+    key = (gx_root.resolve(), name)
+    if _DATASOURCES.get(key) != url:
+        context.data_sources.add_or_update_postgres(name=name, connection_string=url)
+        _DATASOURCES[key] = url
+    return context.data_sources.get(name)
+
+
+def _close_connections(context: Any) -> None:
+    """Return every connection GX's engines hold: an idle session on a copy would block its
+    DROP DATABASE (a rebuilt copy, a rehearsal's clean-up) and a template copy of it."""
+    for source in context.data_sources.all().values():
+        execution_engine = getattr(source, "_execution_engine", None)
+        for engine in (getattr(source, "_engine", None), getattr(execution_engine, "engine", None)):
+            if engine is not None:
+                engine.dispose()
+
+
+def _query_asset(source: Any, name: str, query: str) -> Any:
+    """A query asset and its batch definition; an unchanged one is reused, a changed one replaced."""
+    if name in source.get_asset_names():
+        asset = source.get_asset(name)
+        if asset.query == query and "whole" in {b.name for b in asset.batch_definitions}:
+            return asset.get_batch_definition("whole")
+        source.delete_asset(name)
+    return source.add_query_asset(name=name, query=query).add_batch_definition_whole_table("whole")
+
+
+def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
+    """Validate every asset of ``spec`` and queue its Data Docs pages; never raises on failures."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     if server.password is not None:
         os.environ[PASSWORD_VARIABLE] = server.password.get_secret_value()
-    context = gx.get_context(mode="file", project_root_dir=str(gx_root))
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_or_update_postgres(
-        name=_gx_name(f"pg-{spec.database}"),
-        connection_string=server.sqlalchemy_url(spec.database, PASSWORD_VARIABLE),
-    )
+    context = _context(gx_root)
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
+
+    source = _datasource(context, gx_root, server, spec.database)
     validations = []
     labels: dict[str, dict[str, str]] = {}
     key_columns: dict[str, str | None] = {}
     for asset_spec in spec.assets:
         asset_name = _gx_name(f"{spec.name}.{asset_spec.name}")
-        if asset_name in source.get_asset_names():
-            source.delete_asset(asset_name)
-        asset = source.add_query_asset(name=asset_name, query=asset_spec.query)
-        batch = asset.add_batch_definition_whole_table("whole")
+        batch = _query_asset(source, asset_name, asset_spec.query)
         suite = gx.ExpectationSuite(name=asset_name)
         for exp in asset_spec.expectations:
             suite.add_expectation(getattr(gxe, exp.kind)(**exp.kwargs, meta={"label": exp.label}))
@@ -125,11 +197,23 @@ def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
         gx.Checkpoint(
             name=_gx_name(spec.name),
             validation_definitions=validations,
-            actions=[UpdateDataDocsAction(name="update_data_docs")],
+            actions=[],
             result_format=result_format,
         )
     )
-    run = checkpoint.run()
+    try:
+        run = checkpoint.run()
+    finally:
+        _close_connections(context)
+    # Data Docs are rendered once per phase (build_pending_data_docs, from the phase flows' hooks),
+    # not per gate: every build re-renders the index, and a schema gate's page is large. A failed
+    # gate's pages are rendered now, so the link in its GateFailed message works at once.
+    _defer_data_docs(
+        gx_root,
+        [*run.run_results, *(ExpectationSuiteIdentifier(name=vr.suite_name) for vr in run.run_results.values())],
+    )
+    if not run.success:
+        build_pending_data_docs(gx_root)
     outcomes: list[ExpectationOutcome] = []
     for vr in run.run_results.values():
         asset_name = vr.suite_name
@@ -144,7 +228,7 @@ def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
                     detail="ok" if er.success else _describe_failure(er),
                 )
             )
-    docs = context.get_docs_sites_urls()
+    docs = context.get_docs_sites_urls(only_if_exists=False)  # where the index is, built or still pending
     return GateResult(
         name=spec.name,
         database=spec.database,
@@ -152,6 +236,57 @@ def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
         outcomes=outcomes,
         docs_index=docs[0]["site_url"] if docs else None,
     )
+
+
+def _defer_data_docs(gx_root: Path, identifiers: list[Any]) -> None:
+    """Note what is still to render, in memory (which GX roots) and in a file beside GX's store
+    (which pages): a run killed before its phase's build leaves the list for the next build."""
+    root = gx_root.resolve()
+    # Each line starts with a newline, so a line a killed run left unfinished ends there.
+    lines = "".join("\n" + json.dumps([type(i).__name__, list(i.to_tuple())]) for i in identifiers)
+    with _PENDING_LOCK:
+        _PENDING_ROOTS.add(root)
+        with (root / _PENDING_FILE).open("a", encoding="utf-8") as out:
+            out.write(lines)
+
+
+def build_pending_data_docs(gx_root: Path | None = None) -> None:
+    """Render the Data Docs pages of every gate run since the last build (of ``gx_root``, or of
+    every root this process ran a gate in), then the index, which lists every validation result
+    in the GX store."""
+    with _PENDING_LOCK:
+        roots = [gx_root.resolve()] if gx_root is not None else sorted(_PENDING_ROOTS)
+        _PENDING_ROOTS.difference_update(roots)
+    if not roots:
+        return  # a phase that ran no gate (e.g. a rerun over verified copies) never imports GX
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    kinds = {k.__name__: k for k in (ExpectationSuiteIdentifier, ValidationResultIdentifier)}
+    for root in roots:
+        pending = root / _PENDING_FILE
+        with _PENDING_LOCK:
+            try:
+                lines = pending.read_text(encoding="utf-8").splitlines()
+            except FileNotFoundError:
+                continue
+        identifiers: dict[str, Any] = {}  # a suite validated by several gates is rendered once
+        for line in lines:
+            try:
+                kind, parts = json.loads(line)
+                identifiers[line] = kinds[kind].from_tuple(tuple(parts))
+            except (ValueError, KeyError, TypeError):  # empty, or cut short by a killed run
+                continue
+        if identifiers:
+            _context(root).build_data_docs(resource_identifiers=list(identifiers.values()))
+        with _PENDING_LOCK:  # only what was rendered: a gate may have run meanwhile in another thread
+            rest = pending.read_text(encoding="utf-8").splitlines()[len(lines) :]
+            if rest:
+                pending.write_text("".join(f"\n{r}" for r in rest), encoding="utf-8")
+            else:
+                pending.unlink()
 
 
 def _describe_failure(er: Any) -> str:

@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.process import ProcessFailed, Supervised, group_alive
+from apim_upgrade.process import ProcessFailed, Supervised, group_alive, terminate_group
 
 SERVER_UP = re.compile(r"WSO2 Carbon started in (\d+) sec")
 ERROR_LINE = re.compile(r"^\[[0-9: ,-]+\]\s+(ERROR|FATAL)\s+-\s+(.*)$")
@@ -39,6 +39,7 @@ KNOWN_FAILURES = (
     re.compile(r"java\.lang\.OutOfMemoryError"),
 )
 MAX_ERRORS_KEPT = 200
+PID_FILE = "wso2carbon.pid"  # written by bin/api-manager.sh: the server's pid
 
 
 class JvmRunFailed(ApimUpgradeError):
@@ -170,6 +171,39 @@ def run_api_manager(run: JvmRun, on_line: Callable[[str], None] | None = None) -
             f"{run.label} failed: " + "; ".join(problems) + (f" Full log: {run.log_file}" if run.log_file else "")
         )
     return result
+
+
+def stop_leftover_server(home: Path, grace: float = 30.0) -> dict[str, Any] | None:
+    """Stop a server of ``home`` that a crashed run left behind; what was stopped, or None.
+
+    The pid comes from the server's own pid file and counts only if that process is
+    really a server of this home (its command line or CARBON_HOME names it): a stale
+    file whose pid now belongs to another process is never signalled.
+    """
+    try:
+        pid = int((home / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _serves_home(pid, home):
+        return None
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    terminate_group(pgid, grace)
+    return {"pid": pid, "pgid": pgid, "pid_file": str(home / PID_FILE)}
+
+
+def _serves_home(pid: int, home: Path) -> bool:
+    proc = Path("/proc") / str(pid)
+    try:
+        args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        environ = (proc / "environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+    wanted = str(home.resolve())
+    named = {a.partition("=")[2] if a.startswith("-Dcarbon.home=") else a for a in args}
+    return wanted in named or f"CARBON_HOME={wanted}".encode() in environ
 
 
 def _error_summary(console: _Console) -> str:

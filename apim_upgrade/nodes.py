@@ -140,15 +140,22 @@ def http_check(url: str, timeout: float = 5.0, *, insecure: bool = False) -> tup
     return answer.kind == "up", answer.detail
 
 
-def wait_until_down(url: str, timeout: float, interval: float = 1.0, *, insecure: bool = False) -> None:
+def wait_until_down(
+    url: str, timeout: float, interval: float = 1.0, *, insecure: bool = False, version: str | None = None
+) -> None:
     """Return once nothing answers at ``url`` (connection refused, reset or timed out).
 
-    Any HTTP answer, even an error status, means the server is still there.
+    Any HTTP answer, even an error status, means the server is still there, except that
+    with ``version`` (the stopped node's) a healthy answer reporting another version means
+    a successor took the URL over: this node is down (a resumed cutover, after 4.4.0
+    started on the 4.0.0 control plane's host and ports).
     """
     deadline = time.monotonic() + timeout
     while True:
         answer = _probe(url, min(max(deadline - time.monotonic(), 0.5), 5.0), insecure)
         if answer.kind == "down":
+            return
+        if version is not None and _other_version(answer, version):
             return
         if time.monotonic() + interval > deadline:
             raise NodeError(
@@ -156,6 +163,23 @@ def wait_until_down(url: str, timeout: float, interval: float = 1.0, *, insecure
                 "stop: check its stop command and logs, stop it by hand if need be, then rerun"
             )
         time.sleep(interval)
+
+
+def _other_version(answer: _Answer, version: str) -> bool:
+    reported = answer.body.get("version") if answer.kind == "up" and isinstance(answer.body, dict) else None
+    return reported is not None and reported != version
+
+
+def already_healthy(node: NodeCommands, *, insecure: bool = False) -> dict[str, Any] | None:
+    """The node's health answer if it already answers healthy with its expected version, else None."""
+    if not node.health_url:
+        return None
+    answer = _probe(node.health_url, 5.0, insecure)
+    if answer.kind != "up" or not isinstance(answer.body, dict):
+        return None
+    if node.expect_version is not None and answer.body.get("version") != node.expect_version:
+        return None
+    return answer.body
 
 
 def wait_until_healthy(
@@ -248,7 +272,9 @@ def stop_node(node: NodeCommands, timeout: float, *, insecure: bool = False) -> 
     _run_command(node, "stop", timeout)
     if node.health_url:
         try:
-            wait_until_down(node.health_url, _remaining(deadline), POLL_SECONDS, insecure=insecure)
+            wait_until_down(
+                node.health_url, _remaining(deadline), POLL_SECONDS, insecure=insecure, version=node.expect_version
+            )
         except NodeError as exc:
             raise NodeError(f"node '{node.name}' did not stop: {exc}") from None
 

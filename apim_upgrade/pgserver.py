@@ -44,6 +44,22 @@ class ServerHandle:
             )
         shutil.rmtree(self.throwaway_dir, ignore_errors=True)
 
+    def restart(self, mode: str = "fast") -> None:
+        """Restart a throwaway cluster (``fast`` ends every session; ``immediate`` is a crash).
+
+        For fault tests only: a server we did not start is never restarted.
+        """
+        pg_ctl = _binary("pg_ctl")
+        if self.throwaway_dir is None or pg_ctl is None:
+            raise PostgresUnavailable(f"{self.server.describe()} was not started by apim-upgrade; not restarting it")
+        data = self.throwaway_dir / "data"
+        # -l: the restarted postmaster must not inherit our pipe, or run() would wait for it.
+        process.run(
+            [pg_ctl, "-D", data, "-l", self.throwaway_dir / "server.log", "-w", "-m", mode, "restart"],
+            user=_run_as(),
+            timeout=60,
+        )
+
 
 def reachable(server: db.PgServer) -> bool:
     try:

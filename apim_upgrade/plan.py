@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from apim_upgrade.db import PgServer
 from apim_upgrade.errors import PlanError
@@ -29,7 +29,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-DatabaseName = Annotated[str, Field(min_length=1)]
+def _no_nul(name: str) -> str:
+    # PostgreSQL names cannot hold a NUL byte; the driver would fail with a bare DataError later.
+    if "\x00" in name:
+        raise ValueError(f"{name!r} contains a NUL byte, which PostgreSQL names cannot hold; remove it")
+    return name
+
+
+DatabaseName = Annotated[str, Field(min_length=1), AfterValidator(_no_nul)]
+RoleName = Annotated[str, Field(min_length=1), AfterValidator(_no_nul)]
 
 
 class Strategy(StrEnum):
@@ -42,8 +50,8 @@ class PostgresSection(_Section):
 
     host: str = Field("127.0.0.1", description="Server host name or address.")
     port: int = Field(5432, ge=1, le=65535, description="Server port.")
-    user: str = Field("postgres", description="Role that copies databases (CREATEDB or superuser).")
-    maintenance_db: str = Field("postgres", description="Database to connect to for CREATE DATABASE.")
+    user: RoleName = Field("postgres", description="Role that copies databases (CREATEDB or superuser).")
+    maintenance_db: DatabaseName = Field("postgres", description="Database to connect to for CREATE DATABASE.")
     password_env: str | None = Field(None, description="Environment variable holding the password.")
     password_secret_block: str | None = Field(None, description="Prefect Secret block holding it.")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
@@ -63,7 +71,7 @@ class DatabasePair(_Section):
 
     source: DatabaseName = Field(description="Production database (never written to).")
     target: DatabaseName = Field(description="Copy to create and migrate.")
-    owner: str = Field(description="Role that owns the copy (e.g. wso2_apim).")
+    owner: RoleName = Field(description="Role that owns the copy (e.g. wso2_apim).")
     db_schema: str = Field("public", alias="schema", description="Schema that holds WSO2's tables.")
 
     @model_validator(mode="after")
@@ -82,9 +90,20 @@ class Databases(_Section):
 
     @model_validator(mode="after")
     def _distinct(self) -> Databases:
-        names = [self.apim.source, self.apim.target, self.shared.source, self.shared.target]
-        if len(set(names)) != 4:
-            raise ValueError("the four database names (apim/shared source/target) must all differ: " + ", ".join(names))
+        keys = {
+            "apim.source": self.apim.source,
+            "apim.target": self.apim.target,
+            "shared.source": self.shared.source,
+            "shared.target": self.shared.target,
+        }
+        seen: dict[str, str] = {}
+        for key, name in keys.items():
+            if name in seen:
+                raise ValueError(
+                    f"databases.{seen[name]} and databases.{key} are both '{name}'; the four database "
+                    "names (apim/shared source/target) must all differ: rename one"
+                )
+            seen[name] = key
         return self
 
     def roles(self) -> dict[str, DatabasePair]:
@@ -355,8 +374,12 @@ def load_plan(path: str | Path) -> Plan:
     except OSError as exc:
         raise PlanError(f"cannot read plan file {plan_path}: {exc.strerror}; check the path") from None
     try:
-        raw = tomllib.loads(raw_bytes.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{plan_path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{plan_path}: not valid TOML: {exc}; fix the syntax") from None
     try:
         plan = Plan.model_validate(raw)
@@ -399,8 +422,12 @@ def _resolve_paths(base: Path, section: _Section | None) -> Any:
     return section.model_copy(update=updates)
 
 
+# Keys whose values are never echoed in a message, even when they are the wrong type.
+_SECRET_KEY = re.compile(r"password|secret|token|credential", re.I)
+
+
 def _format_validation(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: the plan is invalid ({exc.error_count()} problem(s)):"]
+    problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         kind = err["type"]
@@ -408,7 +435,18 @@ def _format_validation(path: Path, exc: ValidationError) -> str:
             msg = "unknown key; remove it or fix its spelling"
         elif kind == "missing":
             msg = "required key is missing; add it"
-        else:
+        elif kind == "value_error":
             msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {where}: {msg}")
-    return "\n".join(lines)
+        else:  # a wrong type or value: say what was given (unless secret-looking) and what to do
+            value = err.get("input")
+            shown = (
+                f" (got {value!r:.60})"
+                if isinstance(value, str | int | float | bool) and not _SECRET_KEY.search(where)
+                else ""
+            )
+            msg = f"{err['msg']}{shown}; fix the value"
+        problems.append(f"{where}: {msg}")
+    # One problem stays on one line (the CLI prints a single FAILED line); several are listed.
+    if len(problems) == 1:
+        return f"{path}: the plan is invalid: {problems[0]}"
+    return "\n".join([f"{path}: the plan is invalid ({len(problems)} problems):"] + [f"  - {p}" for p in problems])

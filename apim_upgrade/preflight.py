@@ -11,16 +11,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from apim_upgrade import db, queries
+from apim_upgrade import db, distribution, queries, sqlscript
 from apim_upgrade.audit import pending_copies
 from apim_upgrade.copies import CopyState, copy_state
-from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.plan import Plan
+from apim_upgrade.errors import ApimUpgradeError, PreflightError
+from apim_upgrade.plan import MigrationEnvironmentSection, Plan
 
 MIN_SERVER_VERSION = 130000  # DROP DATABASE ... WITH (FORCE)
 STRATEGY_SERVER_VERSION = 150000
 # The copy needs the source size again, plus room for WAL and the indexes.
 DISK_HEADROOM = 1.2
+# Below this the run would die half-way writing its audit trail, snapshots or the 4.2.0 home.
+MIN_WORK_DIR_FREE = 64 * 1024 * 1024
+MIGRATION_VERSION = "4.2.0"  # the pack the migration environment must be built from
+# Phases that start the 4.2.0 JVM: its secrets must be in the environment.
+JVM_PHASES = {"migration-environment", "identity-migration", "api-pre-migration", "api-migration"}
+ALL_INPUT_PHASES = JVM_PHASES | {"schema-upgrade"}  # the phases whose inputs check_phase_inputs knows
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
                 "error",
                 "privileges",
                 f"role '{server.user}' has neither CREATEDB nor SUPERUSER: run "
-                f'ALTER ROLE "{server.user}" CREATEDB; WSO2\'s migration also needs the '
+                f"ALTER ROLE {_quoted(server.user)} CREATEDB; WSO2's migration also needs the "
                 "uuid-ossp extension, which a DBA must create in the copies if the role "
                 "cannot",
             )
@@ -109,7 +115,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
                     "error",
                     f"{role} owner",
                     f"role '{pair.owner}' (databases.{role}.owner) does not exist; "
-                    f'CREATE ROLE "{pair.owner}" or name an existing role',
+                    f"CREATE ROLE {_quoted(pair.owner)} or name an existing role",
                 )
 
         names = [p.source for p in plan.databases.roles().values()]
@@ -165,6 +171,79 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
     return PreflightReport(findings, sessions)
 
 
+def check_phase_inputs(plan: Plan, phases: list[str]) -> None:
+    """The files, variables and scripts the selected phases need, checked before anything is written.
+
+    Without this a wrong pack or a missing keystore is found only after the copies were
+    made and recorded, an hour into a run. SQL script problems raise ScriptError (exit 8),
+    everything else one PreflightError listing every problem. Sections the plan does not
+    have are not checked (their phases are refused or skipped elsewhere).
+    """
+    from apim_upgrade.schema_runner import check_order  # late: schema_runner is a heavier import
+
+    selected = set(phases)
+    section = plan.schema_upgrade
+    if section is not None and "schema-upgrade" in selected:
+        scripts = [sqlscript.load_script(s.path, s.from_version, s.to_version) for s in section.scripts]
+        check_order(scripts, section.start_version)
+    problems: list[str] = []
+    work_dir = _work_dir_finding(plan.work_dir)
+    if work_dir.severity == "error":
+        problems.append(f"{work_dir.check}: {work_dir.message}")
+    me = plan.migration_environment
+    if me is not None and "migration-environment" in selected:
+        problems += _environment_problems(me)
+    if me is not None and selected & JVM_PHASES:
+        missing = [n for n in me.secret_variables() if n not in os.environ]
+        if missing:
+            problems.append(
+                f"secrets: environment variable(s) {', '.join(missing)} (named in [migration_environment]) "
+                "are not set; export them before running the JVM phases"
+            )
+    if section is not None and "schema-upgrade" in selected:
+        folders: list[tuple[str, Path | None]] = [("schema_upgrade.target_dbscripts", section.target_dbscripts)]
+        folders += [(f"schema_upgrade.scripts[{i}].dbscripts", s.dbscripts) for i, s in enumerate(section.scripts)]
+        for key, folder in folders:
+            if folder is not None and not folder.is_dir():
+                problems.append(f"dbscripts: {folder} is not a folder; fix {key}")
+    if problems:
+        raise PreflightError(problems)
+
+
+def _environment_problems(me: MigrationEnvironmentSection) -> list[str]:
+    problems: list[str] = []
+    for check, verify, path in (
+        ("migration pack", lambda p: distribution.inspect_pack(p, MIGRATION_VERSION), me.distribution_zip),
+        ("jdbc driver", distribution.check_jdbc_driver, me.jdbc_driver),
+    ):
+        try:
+            verify(path)
+        except distribution.DistributionError as exc:
+            problems.append(f"{check}: {exc}")
+    missing = [str(k) for k in me.keystores if not k.is_file()]
+    if missing:
+        problems.append(
+            f"keystores: keystore file(s) not found: {', '.join(missing)}; fix migration_environment.keystores"
+        )
+    # The pack's own *.jks are removed from the home: deployment.toml may only name copied ones.
+    copied = sorted(k.name for k in me.keystores)
+    for key in ("keystore_tls", "keystore_primary", "truststore"):
+        store = getattr(me, key)
+        if store is not None and store.file_name not in copied:
+            problems.append(
+                f"{key}: migration_environment.{key}.file_name '{store.file_name}' is not one of the keystores "
+                f"copied into the home ({', '.join(copied) or 'none'}); name the copied file or add it to "
+                "migration_environment.keystores"
+            )
+    for key in ("identity_migration_resources", "api_migration_resources"):
+        if not getattr(me, key).is_dir():
+            problems.append(f"migration kit: {getattr(me, key)} is not a folder; fix migration_environment.{key}")
+    for key in ("identity_migration_jar", "api_migration_jar"):
+        if not getattr(me, key).is_file():
+            problems.append(f"migration kit: {getattr(me, key)} does not exist; fix migration_environment.{key}")
+    return problems
+
+
 def _disk_finding(server: db.PgServer, data_dir: str | None, source_bytes: int) -> Finding:
     need = int(source_bytes * DISK_HEADROOM)
     local = server.host in ("127.0.0.1", "localhost", "::1") or server.host.startswith("/")
@@ -190,7 +269,20 @@ def _work_dir_finding(work_dir: Path) -> Finding:
     probe = work_dir if work_dir.exists() else next((p for p in work_dir.parents if p.exists()), None)
     if probe is None or not os.access(probe, os.W_OK):
         return Finding("error", "work_dir", f"{work_dir} is not writable; fix work_dir in the plan")
-    return Finding("ok", "work_dir", str(work_dir))
+    free = shutil.disk_usage(probe).free
+    if free < MIN_WORK_DIR_FREE:
+        return Finding(
+            "error",
+            "work_dir",
+            f"{work_dir} has {_human(free)} free; the audit trail, snapshots, logs and the unpacked "
+            f"4.2.0 home need at least {_human(MIN_WORK_DIR_FREE)}: free space or point work_dir elsewhere",
+        )
+    return Finding("ok", "work_dir", f"{work_dir} ({_human(free)} free)")
+
+
+def _quoted(name: str) -> str:
+    """A name as a SQL identifier in a suggested command: safe to paste even if hostile."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _human(n: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from pathlib import Path
 from apim_upgrade.errors import ApimUpgradeError
 
 TAIL_LINES = 40
+LIFELINE = Path(__file__).with_name("lifeline.py")
 
 
 class ProcessFailed(ApimUpgradeError):
@@ -85,11 +87,14 @@ def run(
     return result
 
 
-def _spawn(argv: list[str], env: Mapping[str, str] | None, cwd: Path | None) -> subprocess.Popen[str]:
+def _spawn(
+    argv: list[str], env: Mapping[str, str] | None, cwd: Path | None, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[str]:
     """Start ``argv`` in its own process group, merged output as text lines, no stdin."""
     try:
         return subprocess.Popen(
             argv,
+            pass_fds=pass_fds,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -131,7 +136,10 @@ class Supervised:
 
     The child runs in its own process group; :meth:`stop` (also called on
     exit from the ``with`` block, whatever happened) terminates the whole
-    group and waits until nothing of it is left.
+    group and waits until nothing of it is left. If this process dies without
+    stopping it (SIGKILL, a crash), the group goes down with it: the group's
+    leader is a tiny watcher (lifeline.py) that ends it when the pipe this
+    process holds open reports end-of-file.
     """
 
     def __init__(
@@ -148,7 +156,14 @@ class Supervised:
         self._cond = threading.Condition()
         self._matched: str | None = None
         self._watch: Callable[[str], bool] | None = None
-        self.proc = _spawn(self.argv, env, cwd)
+        watch_fd, self._lifeline = os.pipe()  # the write end never leaves this process (not inheritable)
+        try:
+            self.proc = _spawn([sys.executable, str(LIFELINE), str(watch_fd), "--", *self.argv], env, cwd, (watch_fd,))
+        except BaseException:
+            os.close(self._lifeline)
+            raise
+        finally:
+            os.close(watch_fd)
         self.pgid = os.getpgid(self.proc.pid)
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
@@ -203,6 +218,9 @@ class Supervised:
         else:
             _kill_leftovers(self.pgid)
         self._reader.join(5)
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
         return self.proc.poll()
 
 
@@ -211,6 +229,20 @@ def _kill_leftovers(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def terminate_group(pgid: int, grace: float = 10.0) -> None:
+    """SIGTERM a process group that is not our child, SIGKILL what is left after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not group_alive(pgid):
+            return
 
 
 def group_alive(pgid: int) -> bool:

@@ -121,30 +121,28 @@ def count_rows_union(schema: str, tables: Sequence[str]) -> sql.Composed:
     return sql.SQL(" UNION ALL ").join(parts)
 
 
-def row_count_comparison(schema: str, expected: dict[str, int], actual_tables: Sequence[str]) -> sql.Composed:
-    """Expected (snapshot) and actual counts side by side, one row per table.
+def row_count_comparison(expected: dict[str, int], actual: dict[str, int]) -> sql.Composed:
+    """Expected and actual counts side by side, one row per table (NULL: absent on that side).
 
-    Computed entirely in the database: the gate never pulls table rows out.
-    A table missing on either side shows up with a NULL count.
+    Both sides are exact ``count(*)`` results taken by ``count_rows_union`` in one
+    REPEATABLE READ snapshot: the gate validates those very counts instead of counting
+    every table again (and GX never pulls table rows out).
     """
-    if expected:
-        expected_rows = sql.SQL(", ").join(
-            sql.SQL("({}, {}::bigint)").format(sql.Literal(t), sql.Literal(n)) for t, n in sorted(expected.items())
+
+    def values(counts: dict[str, int], column: str) -> sql.Composable:
+        if not counts:
+            return sql.SQL("SELECT NULL::text AS table_name, NULL::bigint AS {} WHERE false").format(
+                sql.Identifier(column)
+            )
+        rows = sql.SQL(", ").join(
+            sql.SQL("({}, {}::bigint)").format(sql.Literal(t), sql.Literal(n)) for t, n in sorted(counts.items())
         )
-        expected_sql = sql.SQL("SELECT * FROM (VALUES {}) AS e(table_name, expected_rows)").format(expected_rows)
-    else:
-        expected_sql = sql.Composed(
-            [sql.SQL("SELECT NULL::text AS table_name, NULL::bigint AS expected_rows WHERE false")]
-        )
-    actual_sql = (
-        count_rows_union(schema, actual_tables)
-        if actual_tables
-        else sql.Composed([sql.SQL("SELECT NULL::text AS table_name, NULL::bigint AS row_count WHERE false")])
-    )
+        return sql.SQL("SELECT * FROM (VALUES {}) AS v(table_name, {})").format(rows, sql.Identifier(column))
+
     return sql.SQL(
-        "SELECT coalesce(e.table_name, a.table_name) AS table_name, e.expected_rows, "
-        "a.row_count AS actual_rows FROM ({}) e FULL OUTER JOIN ({}) a USING (table_name)"
-    ).format(expected_sql, actual_sql)
+        "SELECT coalesce(e.table_name, a.table_name) AS table_name, e.expected_rows, a.actual_rows "
+        "FROM ({}) e FULL OUTER JOIN ({}) a USING (table_name)"
+    ).format(values(expected, "expected_rows"), values(actual, "actual_rows"))
 
 
 def index_names(schema: str) -> sql.Composed:
@@ -323,6 +321,9 @@ def create_scratch_database(name: str) -> sql.Composed:
 ADVISORY_NAMESPACE = 0x41504D55  # 'APMU'
 TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s))"
 ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
+# Held by the transaction that applies a script: a retry after a lost connection (when the
+# run's session lock may have gone with the server) still cannot overlap another apply.
+TRY_ADVISORY_XACT_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))"
 ADVISORY_HOLDER = """
 SELECT a.pid, coalesce(nullif(a.application_name, ''), '(no application name)'),
        coalesce(host(a.client_addr), 'local socket'), a.usename, a.backend_start
@@ -331,6 +332,7 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid
   AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid AND l.objsubid = 2
 """
 SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
+PING = "SELECT 1"
 
 
 def create_schema_history() -> sql.Composed:
@@ -366,6 +368,13 @@ def insert_schema_history() -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {}.schema_history (installed_rank, from_version, to_version, script, sha256, statements, "
         "duration_ms, applied_by, flow_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+def select_schema_history_step() -> sql.Composed:
+    return sql.SQL(
+        "SELECT installed_rank, from_version, to_version, script, sha256, statements, duration_ms "
+        "FROM {}.schema_history WHERE from_version = %s AND to_version = %s"
     ).format(sql.Identifier(HISTORY_SCHEMA))
 
 
@@ -423,3 +432,36 @@ def delete_completed_step() -> sql.Composed:
 
 
 REHEARSAL_COPIES = "SELECT datname FROM pg_database WHERE datname LIKE ANY(%s)"
+
+
+def rows_as_text(schema: str, table: str) -> sql.Composed:
+    return sql.SQL("SELECT t::text FROM {}.{} t").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def columns_checksum(schema: str, table: str, columns: Sequence[str]) -> sql.Composed:
+    """Row count and an md5 of the chosen columns of every row, rows sorted by their text (crash proofs)."""
+    row = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    return sql.SQL(
+        "SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r), ''))"
+        " FROM (SELECT ROW({})::text AS r FROM {}.{}) AS rows"
+    ).format(row, sql.Identifier(schema), sql.Identifier(table))
+
+
+def completed_step_names() -> sql.Composed:
+    return sql.SQL("SELECT phase, step FROM {}.completed_steps ORDER BY phase, step").format(
+        sql.Identifier(HISTORY_SCHEMA)
+    )
+
+
+def schema_history_durable() -> sql.Composed:
+    """What a script run leaves for good: order, versions, file, checksum, statement count (not times)."""
+    return sql.SQL(
+        "SELECT installed_rank, from_version, to_version, script, sha256, statements"
+        " FROM {}.schema_history ORDER BY installed_rank"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
+
+
+def checkpoint_snapshots() -> sql.Composed:
+    return sql.SQL("SELECT phase, label, snapshot FROM {}.checkpoints ORDER BY phase, label").format(
+        sql.Identifier(HISTORY_SCHEMA)
+    )

@@ -2,7 +2,7 @@
 
 The audit trail is the source of truth; the report only adds what the records
 point to (source snapshots, the findings CSV, conformance rows, Data Docs and
-logs). Everything is escaped, charts are embedded PNGs and every link is
+logs). Everything is escaped, charts are inline SVG and every link is
 relative and checked to exist, so the page can be archived or mailed with the
 work directory. Log files are linked, never quoted: their contents are not
 guaranteed to be as carefully masked as the audit trail.
@@ -10,7 +10,6 @@ guaranteed to be as carefully masked as the audit trail.
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
@@ -27,7 +26,7 @@ from apim_upgrade import audit
 from apim_upgrade.audit import AuditRecord
 from apim_upgrade.catalog import Snapshot
 from apim_upgrade.errors import AuditError
-from apim_upgrade.report_charts import Bar, TableCount, row_counts_png, timeline_png
+from apim_upgrade.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
 
 DATA_DOCS = Path("gx", "gx", "uncommitted", "data_docs", "local_site", "index.html")
 FINDINGS_CSV = Path("reports", "pre-migration-findings.csv")
@@ -81,8 +80,8 @@ def _took(rec: AuditRecord) -> str:
     return f"{(rec.ended_at - rec.started_at).total_seconds():.1f}s" if rec.ended_at else ""
 
 
-def _img(png: bytes, alt: str) -> Html:
-    return Html(f'<img class="chart" alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+def _chart(svg: str) -> Html:
+    return Html(svg)  # report_charts escapes every text it writes into the markup
 
 
 # --- reading the work directory -------------------------------------------------------
@@ -280,7 +279,7 @@ def _timeline(run: _Run) -> Html:
     if not bars:
         return Html('<p class="muted">No steps recorded.</p>')
     alt = f"Timeline of {len(bars)} step run(s) in {len({b.phase for b in bars})} phase(s)"
-    return _img(timeline_png(bars), alt)
+    return _chart(timeline_svg(bars, alt))
 
 
 def _gates(run: _Run) -> Html:
@@ -389,7 +388,7 @@ def _source_vs_copy(run: _Run) -> Html:
     parts = [_table(headers, totals, (3, 4, 5, 6))] + [_pre(p) for p in problems]
     if everything:
         largest = sorted(everything, key=lambda t: -t.source)[:TOP_TABLES]
-        parts.append(_img(row_counts_png(largest), f"Source vs copy rows of the {len(largest)} largest tables"))
+        parts.append(_chart(row_counts_svg(largest, f"Source vs copy rows of the {len(largest)} largest tables")))
         differing = [t for t in everything if t.copy != t.source]
         if differing:
             parts.append(Html("<h4>Tables whose copy differs or is unknown</h4>"))
@@ -561,7 +560,8 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}table.facts{wid
 .badge.succeeded,.badge.accepted{background:#2e7d32}.badge.failed,.badge.blocking{background:#c62828}
 .badge.skipped{background:#9e9e9e}.badge.rejected{background:#6a1b9a}.badge.started{background:#f9a825;color:#222}.badge.none{background:none;color:#888}
 pre{white-space:pre-wrap;word-break:break-word;margin:4px 0;font-size:12px}pre.err{color:#8e1b1b}
-code{font-size:12px;word-break:break-all}.muted{color:#6b7380}img.chart{max-width:100%;border:1px solid #e2e6ec}
+code{font-size:12px;word-break:break-all}.muted{color:#6b7380}
+svg.chart{display:block;max-width:100%;height:auto;border:1px solid #e2e6ec}
 """
 _SECTIONS = [
     ("summary", "Summary"),

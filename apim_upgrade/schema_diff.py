@@ -16,9 +16,12 @@ constraints, triggers, functions, ownership, privileges and data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -265,29 +268,80 @@ def scratch_database(server: PgServer, ddl_files: list[Path], *, prefix: str = "
         _drop_scratch(server, name, already_failing=failed)
 
 
+# Bump when SchemaCatalog or read_catalog's normalisation changes: old entries are then never read.
+CACHE_FORMAT = 1
+CACHE_DIR_VARIABLE = "APIM_UPGRADE_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """Where reference catalogues are kept across work directories and runs.
+
+    ``$APIM_UPGRADE_CACHE_DIR``, else ``$XDG_CACHE_HOME/apim-upgrade``, else ``~/.cache/apim-upgrade``.
+    """
+    if os.environ.get(CACHE_DIR_VARIABLE):
+        return Path(os.environ[CACHE_DIR_VARIABLE])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "apim-upgrade"
+
+
 def reference_catalog(server: PgServer, ddl_file: Path, cache_dir: Path | None = None) -> SchemaCatalog:
     """Catalogue a fresh install of ``ddl_file`` has (``database`` names the file, not the scratch db).
 
-    Loading the DDL costs a scratch database; with ``cache_dir`` the catalogue is kept
-    under the SHA-256 of the file's bytes, so gates and reruns load each version once.
+    Loading the DDL costs a scratch database (~2 s), so the catalogue is cached in
+    ``cache_dir`` (default: ``user_cache_dir()``), shared by every work directory. The
+    key is the SHA-256 of the DDL's text, the server's major version (format_type and
+    pg_get_indexdef print differently across majors) and ``CACHE_FORMAT``. The cache is
+    only an optimisation: an unreadable or corrupt entry is rebuilt, an unwritable
+    directory only logs a warning.
     """
-    cached = None
-    if cache_dir is not None:
-        digest = hashlib.sha256(_read_ddl(ddl_file).encode()).hexdigest()
-        cached = cache_dir / f"reference-{digest}.json"
-        if cached.exists():
-            return SchemaCatalog.model_validate_json(cached.read_text()).model_copy(
-                update={"database": f"ddl:{ddl_file}"}
-            )
+    digest = hashlib.sha256(_read_ddl(ddl_file).encode()).hexdigest()
+    entry = (cache_dir or user_cache_dir()) / f"reference-v{CACHE_FORMAT}-pg{_server_major(server)}-{digest}.json"
+    label = {"database": f"ddl:{ddl_file}"}
+    try:
+        return SchemaCatalog.model_validate_json(entry.read_bytes()).model_copy(update=label)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        log.warning("ignoring unreadable reference catalogue cache entry %s (%s); rebuilding it", entry, exc)
     with scratch_database(server, [ddl_file]) as name:
-        catalog = read_catalog(server, name)
-    catalog = catalog.model_copy(update={"database": f"ddl:{ddl_file}"})
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_text(catalog.model_dump_json())
-        tmp.replace(cached)
+        catalog = read_catalog(server, name).model_copy(update=label)
+    _write_atomically(entry, catalog.model_dump_json())
     return catalog
+
+
+def _server_major(server: PgServer) -> int:
+    try:
+        with db.session(server, MAINTENANCE_DB, autocommit=True) as conn:
+            version_num = db.fetch_one(conn, queries.SERVER_VERSION)
+    except db.PgError as exc:
+        raise DatabaseError(
+            f"reading the server version at {server.describe()} failed: {db.describe_pg_error(exc)}. "
+            f"Check that the server is up and that {server.user} may connect to {MAINTENANCE_DB!r}"
+        ) from exc
+    return int(version_num[0]) // 10000 if version_num else 0
+
+
+def _write_atomically(entry: Path, text: str) -> None:
+    """A unique temporary file renamed over the entry: readers see the old entry or the whole new one."""
+    tmp: Path | None = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, entry)
+    except OSError as exc:
+        log.warning(
+            "cannot write reference catalogue cache entry %s (%s); continuing without it. "
+            "Set %s to a writable directory to cache it",
+            entry,
+            exc,
+            CACHE_DIR_VARIABLE,
+        )
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _read_ddl(path: Path) -> str:

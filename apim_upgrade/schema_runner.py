@@ -21,8 +21,11 @@ from typing import Any
 
 from apim_upgrade import db, queries
 from apim_upgrade.audit import default_actor
-from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.sqlscript import Script, Statement
+from apim_upgrade.errors import ApimUpgradeError, DatabaseUnavailable
+from apim_upgrade.sqlscript import Script, ScriptError, Statement
+
+# Prefix of the application_name of the session applying a script (seen in pg_stat_activity).
+SCRIPT_APPLICATION_NAME = "apim-upgrade script"
 
 
 class ScriptFailed(ApimUpgradeError):
@@ -73,7 +76,7 @@ def check_order(scripts: list[Script], start_version: str) -> None:
     expected = start_version
     for script in scripts:
         if script.from_version != expected:
-            raise ApimUpgradeError(
+            raise ScriptError(
                 f"schema_upgrade.scripts: {script.name} upgrades from {script.from_version}, but the "
                 f"previous step ends at {expected}; list the scripts in upgrade order without gaps"
             )
@@ -101,42 +104,86 @@ def plan_scripts(scripts: list[Script], history: list[AppliedScript]) -> list[Sc
 
 
 @contextmanager
-def upgrade_lock(server: db.PgServer, dbname: str, holder_name: str) -> Iterator[db.Connection]:
+def upgrade_lock(server: db.PgServer, dbname: str, holder_name: str) -> Iterator[SessionLock]:
     """Hold the per-database advisory lock for the duration of the block (fails fast)."""
-    with advisory_lock(server, dbname, dbname, holder_name, f"upgrading '{dbname}'") as conn:
-        yield conn
+    with advisory_lock(server, dbname, dbname, holder_name, f"upgrading '{dbname}'") as lock:
+        yield lock
+
+
+class SessionLock:
+    """A session-level advisory lock on ``key``, held on its own connection to ``connect_db``.
+
+    The holder's application_name is ``holder_name`` so whoever is refused learns who holds
+    the lock. A server restart ends the session and with it the lock: :meth:`ensure` takes it
+    again (failing fast if another run got it in between).
+    """
+
+    def __init__(self, server: db.PgServer, connect_db: str, key: str, holder_name: str, activity: str) -> None:
+        self.server, self.connect_db, self.key = server, connect_db, key
+        self.holder_name, self.activity = holder_name[:63], activity
+        self.conn: db.Connection | None = None
+
+    def acquire(self) -> None:
+        conn = db.connect(self.server, self.connect_db, autocommit=True, application_name=self.holder_name)
+        try:
+            got = db.fetch_one(conn, queries.TRY_ADVISORY_LOCK, (queries.ADVISORY_NAMESPACE, self.key))
+            if not got or not got[0]:
+                holders = db.fetch_all(conn, queries.ADVISORY_HOLDER, (queries.ADVISORY_NAMESPACE, self.key))
+                who = (
+                    "; ".join(
+                        f"pid {pid} '{app}' from {addr} as {user} since {since:%Y-%m-%d %H:%M:%S}"
+                        for pid, app, addr, user, since in holders
+                    )
+                    or "an unknown session"
+                )
+                raise UpgradeLocked(
+                    f"another run is {self.activity} right now ({who}); wait for it to finish, or stop it "
+                    "if it is stale (pg_terminate_backend(pid))"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def ensure(self) -> bool:
+        """Take the lock again if its session was lost; True when it had to."""
+        if self.conn is not None and not db.is_broken(self.conn):
+            try:
+                db.fetch_one(self.conn, queries.PING)
+                return False
+            except db.OperationalError as exc:
+                if not db.connection_lost(exc):
+                    raise
+        self.release()
+        self.acquire()
+        return True
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if not db.is_broken(conn):
+                db.execute(conn, queries.ADVISORY_UNLOCK, (queries.ADVISORY_NAMESPACE, self.key))
+        except db.OperationalError as exc:
+            if not db.connection_lost(exc):
+                raise
+            # The session is gone, and the server released its locks with it.
+        finally:
+            conn.close()
 
 
 @contextmanager
 def advisory_lock(
     server: db.PgServer, connect_db: str, key: str, holder_name: str, activity: str
-) -> Iterator[db.Connection]:
-    """A session-level advisory lock on ``key`` (held on a connection to ``connect_db``); fails fast.
-
-    The holder's application_name is set to ``holder_name`` so whoever is refused learns who
-    holds the lock.
-    """
-    conn = db.connect(server, connect_db, autocommit=True)
+) -> Iterator[SessionLock]:
+    """A session-level advisory lock on ``key`` for the duration of the block; fails fast."""
+    lock = SessionLock(server, connect_db, key, holder_name, activity)
+    lock.acquire()
     try:
-        db.execute(conn, queries.SET_APPLICATION_NAME, (holder_name[:63],))
-        got = db.fetch_one(conn, queries.TRY_ADVISORY_LOCK, (queries.ADVISORY_NAMESPACE, key))
-        if not got or not got[0]:
-            holders = db.fetch_all(conn, queries.ADVISORY_HOLDER, (queries.ADVISORY_NAMESPACE, key))
-            who = (
-                "; ".join(
-                    f"pid {pid} '{app}' from {addr} as {user} since {since:%Y-%m-%d %H:%M:%S}"
-                    for pid, app, addr, user, since in holders
-                )
-                or "an unknown session"
-            )
-            raise UpgradeLocked(
-                f"another run is {activity} right now ({who}); wait for it to finish, or stop it "
-                "if it is stale (pg_terminate_backend(pid))"
-            )
-        yield conn
-        db.execute(conn, queries.ADVISORY_UNLOCK, (queries.ADVISORY_NAMESPACE, key))
+        yield lock
     finally:
-        conn.close()
+        lock.release()
 
 
 def apply_script(
@@ -155,10 +202,21 @@ def apply_script(
     objects it creates belong to WSO2's user like the rest of the schema.
     """
     started = time.monotonic()
-    with db.session(server, dbname) as conn:
+    app = f"{SCRIPT_APPLICATION_NAME} {script.from_version}->{script.to_version}"
+    with db.session(server, dbname, activity=f"applying {script.name}", application_name=app) as conn:
         current: Statement | None = None
+        stage = "preparing its transaction"  # where it stopped, when no statement of the script is running
         try:
             db.execute_script(conn, queries.create_schema_history().as_string(conn))
+            got = db.fetch_one(conn, queries.TRY_ADVISORY_XACT_LOCK, (queries.ADVISORY_NAMESPACE, f"apply:{dbname}"))
+            if not got or not got[0]:
+                raise UpgradeLocked(
+                    f"another session is applying a script to '{dbname}' right now; wait for it to finish, then rerun"
+                )
+            done = db.fetch_one(conn, queries.select_schema_history_step(), (script.from_version, script.to_version))
+            if done is not None:
+                # An earlier attempt lost its connection while committing, and the commit took effect.
+                return AppliedScript(*done)
             if run_as is not None:
                 db.execute(conn, queries.set_local_role(run_as))
             for statement in script.statements:
@@ -166,7 +224,7 @@ def apply_script(
                 if on_statement is not None:
                     on_statement(statement)
                 db.execute_script(conn, statement.text)
-            current = None
+            current, stage = None, "recording its history row"
             if run_as is not None:
                 db.execute(conn, "RESET ROLE")  # the history table belongs to this tool, not to WSO2's user
             duration = int((time.monotonic() - started) * 1000)
@@ -185,13 +243,17 @@ def apply_script(
                     flow_run_id,
                 ),
             )
+            stage = "committing it"
+            conn.commit()
         except db.PgError as exc:
-            conn.rollback()
             where = (
                 f"statement {current.number} of {len(script.statements)} (line {current.line}: {current.first_line!r})"
                 if current
-                else "recording its history row"
+                else stage
             )
+            if db.connection_lost(exc):
+                raise _connection_lost(server, dbname, script, where, stage == "committing it", exc) from None
+            conn.rollback()
             raise ScriptFailed(
                 f"{script.path} failed at {where}: {db.describe_pg_error(exc)}. The whole script was rolled "
                 "back: the database is exactly as before it. Fix the cause and rerun."
@@ -199,6 +261,23 @@ def apply_script(
     return AppliedScript(
         rank, script.from_version, script.to_version, script.name, script.sha256, len(script.statements), duration
     )
+
+
+def _connection_lost(
+    server: db.PgServer, dbname: str, script: Script, where: str, committing: bool, exc: db.PgError
+) -> DatabaseUnavailable:
+    """Lost mid-script: say that nothing of it was committed (or, at COMMIT, that it is all or nothing)."""
+    if committing:
+        consequence = (
+            "the script is either fully applied and recorded in apim_upgrade.schema_history or not applied "
+            "at all. Rerun when the server is back: a recorded script is skipped, an unrecorded one runs again"
+        )
+    else:
+        consequence = (
+            "nothing of the script was committed (the server rolled its transaction back), so the database "
+            "is exactly as before it. Rerun when the server is back: the script runs again from its first statement"
+        )
+    return db.lost_connection_error(server, dbname, f"applying {script.path} at {where}", exc, consequence=consequence)
 
 
 def rebaseline(server: db.PgServer, dbname: str, script: Script) -> None:

@@ -39,7 +39,9 @@ _TOUCHES = [
 
 
 class ScriptError(ApimUpgradeError):
-    """A script cannot be read or contains something the runner will not execute."""
+    """A script cannot be read, is out of order or contains something the runner will not execute."""
+
+    exit_code = 8  # README: 8 = SQL script or drift
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def load_script(path: Path, from_version: str, to_version: str) -> Script:
         meta = [ln for ln in chunk.splitlines() if ln.lstrip().startswith("\\")]
         if meta and "$" not in body:
             raise ScriptError(
-                f"{path}:{line}: psql meta-command {meta[0].strip()!r} cannot run through the driver; "
+                f"{path}:{line}: psql meta-command '{meta[0].strip()}' cannot run through the driver; "
                 "remove it (variables must be substituted beforehand) or run that part with psql"
             )
         if _TRANSACTION_CONTROL.match(body):
@@ -124,10 +126,10 @@ def load_script(path: Path, from_version: str, to_version: str) -> Script:
             continue
         if _NOT_IN_TRANSACTION.match(body):
             raise ScriptError(
-                f"{path}:{line}: {body.split()[0]} ... cannot run inside a transaction, and each "
-                "script is applied atomically; move it out of the script"
+                f"{path}:{line}: '{body.splitlines()[0][:80]}' cannot run inside a transaction, and each "
+                "script is applied atomically; move it out of the script (run it separately afterwards)"
             )
         statements.append(Statement(len(statements) + 1, line, body.rstrip(";").rstrip()))
     if not statements:
-        raise ScriptError(f"{path} holds no SQL statements; is it the right file?")
+        raise ScriptError(f"{path} holds no SQL statements; point schema_upgrade.scripts at the vendor script")
     return Script(path, from_version, to_version, hashlib.sha256(raw).hexdigest(), statements, skipped)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from apim_upgrade import audit, db, queries
+from apim_upgrade import audit, db, failpoints, queries
 from apim_upgrade.copies import read_marker
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import Plan
@@ -33,6 +33,16 @@ def current_flow_run_id() -> str | None:
 
     run_id = flow_run.id
     return str(run_id) if run_id else None
+
+
+def current_task_attempt() -> int:
+    """1 for a task's first run, 2 for its first retry, ...; 1 outside a task."""
+    from prefect.runtime import task_run
+
+    try:
+        return max(int(task_run.run_count or 1), 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 @contextmanager
@@ -59,6 +69,10 @@ def audited_step(
             plan.audit_path, started_at=started, ended_at=None, outcome="started", details=intent, **common
         )
     record = StepRecord(details=dict(intent or {}))
+    attempt = current_task_attempt()
+    if attempt > 1:  # a retry after a transient failure: the trail shows the failed attempt, then this one
+        record.details["attempt"] = attempt
+    failpoints.reached("before", phase, step)  # crash tests only (unset otherwise)
     try:
         yield record
     except BaseException as exc:
@@ -84,6 +98,7 @@ def audited_step(
         **common,
     )
     _mirror_to_database(plan)
+    failpoints.reached("after", phase, step)
 
 
 def _mirror_to_database(plan: Plan) -> None:

@@ -14,10 +14,10 @@ from apim_upgrade.gates import Expectation, GateSpec, QueryAsset
 from expectations.migration_gate import indexes_asset
 
 
-def build_copy_gate(role: str, source: Snapshot, target: str, target_tables: list[str]) -> GateSpec:
-    """Gate for the copy ``target`` of ``source`` (``role`` is apim or shared)."""
+def build_copy_gate(role: str, source: Snapshot, copy: Snapshot) -> GateSpec:
+    """Gate for ``copy`` (a snapshot of the target) against ``source`` (``role`` is apim or shared)."""
     schema = source.db_schema
-    counts_query = queries.row_count_comparison(schema, source.row_counts, target_tables)
+    counts_query = queries.row_count_comparison(source.row_counts, copy.row_counts)
     required_indexes = sorted({i.name for i in source.indexes})
     if role == "shared":
         required_indexes = sorted(set(required_indexes) | set(queries.REGISTRY_INDEXES))
@@ -53,4 +53,4 @@ def build_copy_gate(role: str, source: Snapshot, target: str, target_tables: lis
     if required_indexes:
         label = "required indexes present" + (" (incl. registry indexes for 4.2.0)" if role == "shared" else "")
         assets.append(indexes_asset(schema, required_indexes, label))
-    return GateSpec(name=f"copy-{role}", database=target, assets=assets)
+    return GateSpec(name=f"copy-{role}", database=copy.database, assets=assets)

@@ -20,20 +20,21 @@ def build_change_gate(
     name: str,
     database: str,
     before: Snapshot,
-    live_tables: list[str],
+    after: Snapshot,
     *,
     required_columns: Iterable[str] = (),
     required_indexes: Iterable[str] = (),
     count_may_change: Iterable[str] = (),
 ) -> GateSpec:
-    """``before``: the snapshot taken just before the change; ``required_*``: what must exist after."""
+    """``before``/``after``: snapshots taken just before and after the change (their exact counts are
+    what is validated); ``required_*``: what must exist after."""
     schema = before.db_schema
     may_change = set(count_may_change)
     expected = {t: n for t, n in before.row_counts.items() if t not in may_change}
     assets = [
         QueryAsset(
             name="row_counts",
-            query=queries.row_count_comparison(schema, expected, live_tables).as_string(),
+            query=queries.row_count_comparison(expected, after.row_counts).as_string(),
             key_column="table_name",
             expectations=[
                 Expectation(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from apim_upgrade.plan import load_plan
-from tasks.gates import validate_unchanged
+from tasks.gates import DATA_DOCS_HOOKS, validate_unchanged
 from tasks.jvm import (
     check_phase_done,
     install_migration_kit,
@@ -18,7 +18,7 @@ from tasks.jvm import (
 PHASE = "api-pre-migration"
 
 
-@flow(name=PHASE)
+@flow(name=PHASE, on_completion=DATA_DOCS_HOOKS, on_failure=DATA_DOCS_HOOKS, on_crashed=DATA_DOCS_HOOKS)
 def api_pre_migration(plan_path: str) -> str:
     """api-manager.sh ... -DrunPreMigration; stops the upgrade while an unaccepted API is broken."""
     plan = load_plan(plan_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from apim_upgrade.plan import load_plan
-from tasks.gates import validate_migration
+from tasks.gates import DATA_DOCS_HOOKS, validate_migration
 from tasks.jvm import (
     check_phase_done,
     home_dbscripts,
@@ -18,7 +18,7 @@ from tasks.jvm import (
 PHASE = "identity-migration"
 
 
-@flow(name=PHASE)
+@flow(name=PHASE, on_completion=DATA_DOCS_HOOKS, on_failure=DATA_DOCS_HOOKS, on_crashed=DATA_DOCS_HOOKS)
 def identity_migration(plan_path: str) -> str:
     """api-manager.sh -Dmigrate -Dcomponent=identity, gated before and after."""
     plan = load_plan(plan_path)

@@ -7,6 +7,7 @@ from prefect import flow
 from apim_upgrade.plan import load_plan
 from tasks.environment import (
     check_copies_verified,
+    check_environment_discarded,
     check_migration_home,
     install_jdbc_driver,
     install_keystores,
@@ -20,6 +21,8 @@ def migration_environment(plan_path: str) -> str:
     """Unpack the pack, render deployment.toml, add the driver and keystores, check it all."""
     plan = load_plan(plan_path)
     check_copies_verified(plan)
+    if check_environment_discarded(plan):
+        return "skipped (the 4.2.0 home was already discarded by cleanup)"
     home = unpack_distribution(plan)
     rendered = render_deployment_toml(plan, home)
     install_jdbc_driver(plan, home)

@@ -68,5 +68,5 @@ def select_phases(from_phase: str | None, until_phase: str | None) -> list[str]:
     first = names.index(from_phase) if from_phase else 0
     last = names.index(until_phase) if until_phase else len(names) - 1
     if first > last:
-        raise PlanError(f"--from {from_phase} comes after --until {until_phase}")
+        raise PlanError(f"--from {from_phase} comes after --until {until_phase}; swap them")
     return names[first : last + 1]

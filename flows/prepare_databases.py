@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from apim_upgrade.gates import prewarm as prewarm_gates
 from apim_upgrade.plan import load_plan
 from tasks.databases import (
     check_copy_verified,
@@ -12,21 +13,29 @@ from tasks.databases import (
     create_registry_indexes,
     snapshot_source,
 )
-from tasks.gates import validate_copy
+from tasks.gates import DATA_DOCS_HOOKS, validate_copy
 from tasks.schema import check_conformance
 
 
-@flow(name="prepare-databases", log_prints=True)
+@flow(
+    name="prepare-databases",
+    log_prints=True,
+    on_completion=DATA_DOCS_HOOKS,
+    on_failure=DATA_DOCS_HOOKS,
+    on_crashed=DATA_DOCS_HOOKS,
+)
 def prepare_databases(plan_path: str, terminate_connections: bool = False) -> dict[str, str]:
     """Snapshot each source, copy it with CREATE DATABASE ... TEMPLATE, gate the copy."""
     plan = load_plan(plan_path)
     terminate = terminate_connections or plan.copy_options.terminate_connections
     check_preflight(plan, terminate)
-    if plan.schema_upgrade is not None and plan.schema_upgrade.source_dbscripts is not None:
+    verified = {role: check_copy_verified(plan, role) for role in plan.databases.roles()}
+    source_ddl = plan.schema_upgrade.source_dbscripts if plan.schema_upgrade is not None else None
+    if source_ddl is not None and not all(verified.values()):  # a resume past the copies reported it already
         # Was the estate customised before we start? Differences are reported, not fatal.
         check_conformance(
             plan,
-            plan.schema_upgrade.source_dbscripts,
+            source_ddl,
             "source-400",
             databases="source",
             fail=False,
@@ -34,9 +43,10 @@ def prepare_databases(plan_path: str, terminate_connections: bool = False) -> di
         )
     outcome: dict[str, str] = {}
     for role in plan.databases.roles():
-        if check_copy_verified(plan, role):
+        if verified[role]:
             outcome[role] = "skipped (verified)"
             continue
+        prewarm_gates()  # GX imports in the background while the server works
         snapshot = snapshot_source(plan, role)
         copy_database(plan, role, terminate)
         if role == "shared":

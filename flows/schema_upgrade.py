@@ -5,7 +5,9 @@ from __future__ import annotations
 from prefect import flow
 
 from apim_upgrade import schema_runner
+from apim_upgrade.gates import prewarm as prewarm_gates
 from apim_upgrade.plan import load_plan
+from tasks.gates import DATA_DOCS_HOOKS
 from tasks.jvm import check_phase_done, mark_phase_done
 from tasks.schema import (
     PHASE,
@@ -20,20 +22,22 @@ from tasks.schema import (
 )
 
 
-@flow(name=PHASE)
+@flow(name=PHASE, on_completion=DATA_DOCS_HOOKS, on_failure=DATA_DOCS_HOOKS, on_crashed=DATA_DOCS_HOOKS)
 def schema_upgrade(plan_path: str, rebaseline: bool = False) -> str:
     """Apply each pending script in order, each in one transaction, gated before and after."""
     plan = load_plan(plan_path)
+    prewarm_gates()  # GX imports in the background while scripts are read, checked and applied
     section = schema_section(plan)
     scripts = load_sql_scripts(plan)
     holder = f"apim-upgrade {plan.name} schema-upgrade"
-    with schema_runner.upgrade_lock(plan.server(), plan.databases.apim.target, holder):
+    with schema_runner.upgrade_lock(plan.server(), plan.databases.apim.target, holder) as lock:
         statuses = check_script_history(plan, scripts, rebaseline)
         applied = 0
         for rank, status in enumerate(statuses, start=1):
             script = status.script
             if check_script_validated(plan, script):
                 continue
+            lock.ensure()  # a server restart during the previous step released it
             # Taken before the first attempt (or stored by the previous script's gate) and kept,
             # so a rerun after a failed gate is judged against the same "before".
             before = snapshot_target(plan, f"at-{script.from_version}")

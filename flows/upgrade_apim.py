@@ -7,10 +7,22 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from apim_upgrade.plan import load_plan
+from apim_upgrade.preflight import check_phase_inputs
 from apim_upgrade.schema_runner import advisory_lock
 from flows.phases import PHASES, REQUIRED_SECTION, run_phase, select_phases
+from tasks.jvm import check_phase_done
 from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan
 from tasks.report import publish_report
+
+# Phases that record their completion in the API-M copy (apim_upgrade.completed_steps).
+RECORDS_COMPLETION = {
+    "identity-migration",
+    "api-pre-migration",
+    "api-migration",
+    "cleanup",
+    "schema-upgrade",
+    "cutover",
+}
 
 
 @flow(name="upgrade-apim")
@@ -31,6 +43,8 @@ def upgrade_apim(
     logger = get_run_logger()
     estate = load_plan(plan)
     phases = select_phases(from_phase, until_phase)
+    # Packs, keystores, scripts and secrets of the phases the plan can run: before anything is written.
+    check_phase_inputs(estate, phases)
     # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
     with advisory_lock(
         estate.server(),
@@ -38,14 +52,18 @@ def upgrade_apim(
         f"estate:{estate.name}",
         f"apim-upgrade {estate.name} {mode}",
         f"working on estate '{estate.name}'",
-    ):
+    ) as lock:
         the_plan = load_plan(prepare_rehearsal_plan(estate, fresh=not resume)) if mode == "rehearsal" else estate
         results: dict[str, str] = {}
         for name in phases:
+            lock.ensure()  # a server restart during the previous phase released it
             section = REQUIRED_SECTION.get(name)
             if section and getattr(the_plan, section) is None:
                 logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
                 results[name] = f"skipped (no [{section}])"
+                continue
+            if name in RECORDS_COMPLETION and check_phase_done(the_plan, name):
+                results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
                 continue
             results[name] = str(run_phase(name, the_plan))
         if mode == "rehearsal" and not keep_copies and phases[-1] == list(PHASES)[-1]:

@@ -152,18 +152,17 @@ def destroy_sandbox(plan_path: Path) -> list[str]:
     plan = load_plan(plan_path)
     stop_everything(plan_path.parent)
     names = [p.source for p in plan.databases.roles().values()]
-    names += [p.target for p in plan.databases.roles().values()]
-    with db.session(plan.server(), "postgres", read_only=True) as conn:  # and every rehearsal copy of them
-        names += [
-            r[0]
-            for r in db.fetch_all(
-                conn,
-                queries.REHEARSAL_COPIES,
-                ([p.target.replace("_", r"\_") + r"\_rehearsal\_%" for p in plan.databases.roles().values()],),
-            )
-        ]
+    targets = [p.target for p in plan.databases.roles().values()]
+    names += targets + rehearsal_copies(plan.server(), targets)
     drop_estate(plan.server(), *names)
     return names
+
+
+def rehearsal_copies(server: db.PgServer, targets: list[str]) -> list[str]:
+    """Every dated rehearsal copy (``<target>_rehearsal_<date>``) of these targets."""
+    patterns = [t.replace("_", r"\_") + r"\_rehearsal\_%" for t in targets]
+    with db.session(server, "postgres", read_only=True) as conn:
+        return [str(r[0]) for r in db.fetch_all(conn, queries.REHEARSAL_COPIES, (patterns,))]
 
 
 _HEADER = """\

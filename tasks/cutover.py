@@ -140,6 +140,11 @@ def start_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[dict
     health = []
     for node in group:
         with audited_step(plan, phase, f"start_control_plane_{which}", {"node": node.name}) as rec:
+            running = nodes.already_healthy(node)
+            if running is not None:  # started by an interrupted attempt: its log already said it was up
+                rec.details.update(node=node.name, health=running, state="already running")
+                health.append(running)
+                continue
             offset = nodes.log_size(node.log_file) if node.log_file else 0
             answer = nodes.start_node(node, section.node_timeout_seconds, node.expect_version)
             rec.details.update(node=node.name, health=answer)

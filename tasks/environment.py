@@ -9,8 +9,9 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from apim_upgrade import config_render, copies, distribution
+from apim_upgrade import config_render, copies, distribution, history
 from apim_upgrade.errors import ApimUpgradeError, PlanError
+from apim_upgrade.jvm import stop_leftover_server
 from apim_upgrade.plan import MigrationEnvironmentSection, Plan
 from apim_upgrade.steps import audited_step
 from tasks.retry import retryable_task
@@ -60,11 +61,31 @@ def check_copies_verified(plan: Plan) -> None:
             )
 
 
+@retryable_task("check_environment_discarded")
+def check_environment_discarded(plan: Plan) -> bool:
+    """True when cleanup already discarded this copy's 4.2.0 home: a rerun must not make it again."""
+    done = history.completed(plan.server(), plan.databases.apim.target, "cleanup", "done")
+    if done is None:
+        return False
+    with audited_step(plan, PHASE, "check_phase_done", {"phase": "cleanup"}) as rec:
+        rec.outcome = "skipped"
+        rec.details.update(completed_at=done[0].isoformat(), reason="the 4.2.0 home was already discarded by cleanup")
+    get_run_logger().info("cleanup already discarded the 4.2.0 home of this copy: not unpacking it again")
+    return True
+
+
 @retryable_task("unpack_distribution")
 def unpack_distribution(plan: Plan) -> str:
     me = environment_section(plan)
     with audited_step(plan, PHASE, "unpack_distribution", {"zip": str(me.distribution_zip)}) as rec:
         info = distribution.inspect_pack(me.distribution_zip, MIGRATION_VERSION)
+        # The unpack replaces an earlier home: a server a crashed run left running there would
+        # lose its pid file and keep working on the copies unseen. Stop it first.
+        for old in sorted(p.parent.parent for p in env_root(plan).glob("*/bin/api-manager.sh")):
+            stopped = stop_leftover_server(old)
+            if stopped is not None:
+                rec.details.setdefault("stopped_leftover_servers", []).append(stopped)
+                get_run_logger().warning("stopped a server of %s left running by an earlier run", old)
         home = distribution.unpack(info, env_root(plan))
         rec.details.update(
             zip=str(info.path),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from prefect import get_run_logger
+from prefect import Flow, State, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.flows import FlowStateHook
 
 from apim_upgrade import copies
 from apim_upgrade.catalog import Snapshot, take_snapshot
 from apim_upgrade.errors import GateFailed
-from apim_upgrade.gates import run_gate
+from apim_upgrade.gates import build_pending_data_docs, run_gate
 from apim_upgrade.plan import Plan
 from apim_upgrade.steps import audited_step
 from expectations.copy_gate import build_copy_gate
@@ -18,6 +21,16 @@ from expectations.migration_gate import build_change_gate
 from tasks.retry import retryable_task
 
 PHASE = "prepare-databases"
+
+
+def build_data_docs_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+    """Phase-flow hook (completed, failed or crashed): render the Data Docs of every gate the
+    phase ran, once, instead of after each gate (see apim_upgrade.gates.run_gate)."""
+    build_pending_data_docs()
+
+
+# on_completion, on_failure and on_crashed of each flow that runs gates
+DATA_DOCS_HOOKS: list[FlowStateHook[..., Any]] = [build_data_docs_hook]
 
 
 @retryable_task("validate_copy")
@@ -28,7 +41,7 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
     server = plan.server()
     with audited_step(plan, PHASE, "validate_copy", {"role": role, "source_digest": source.digest()}) as rec:
         copy_snapshot = take_snapshot(server, pair.target, pair.db_schema)
-        spec = build_copy_gate(role, source, pair.target, copy_snapshot.tables)
+        spec = build_copy_gate(role, source, copy_snapshot)
         result = run_gate(plan.work_dir / "gx", server, spec)
         rows = comparison_rows(source, copy_snapshot)
         rec.gates.append(result.summary())
@@ -121,14 +134,14 @@ def validate_migration(
         docs = None
         for role, pair in plan.databases.roles().items():
             include = COMPONENT_TABLES[component][role]
-            reference = reference_catalog(server, Path(dbscripts) / DDL_FILES[role], plan.work_dir / "catalogs")
+            reference = reference_catalog(server, Path(dbscripts) / DDL_FILES[role])
             required = [f"{t}.{c}" for t, tdef in reference.tables.items() if include(t) for c in tdef.columns]
             after = take_snapshot(server, pair.target, pair.db_schema)
             spec = build_change_gate(
                 f"{phase}-{role}",
                 pair.target,
                 before[role],
-                after.tables,
+                after,
                 required_columns=required,
                 count_may_change=EXPECTED_COUNT_CHANGES.get(component, {}).get(role, set()),
             )
@@ -157,7 +170,7 @@ def validate_unchanged(plan: Plan, phase: str, before: dict[str, Snapshot]) -> N
         docs = None
         for role, pair in plan.databases.roles().items():
             after = take_snapshot(server, pair.target, pair.db_schema)
-            spec = build_change_gate(f"{phase}-{role}", pair.target, before[role], after.tables)
+            spec = build_change_gate(f"{phase}-{role}", pair.target, before[role], after)
             result = run_gate(plan.work_dir / "gx", server, spec)
             docs = result.docs_index
             rec.gates.append(result.summary())

@@ -14,7 +14,7 @@ from apim_upgrade import distribution, history
 from apim_upgrade.catalog import Snapshot, take_snapshot
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.findings import Finding, FindingCollector, parse_line, write_csv
-from apim_upgrade.jvm import JvmRun, run_api_manager
+from apim_upgrade.jvm import JvmRun, run_api_manager, stop_leftover_server
 from apim_upgrade.plan import Plan
 from apim_upgrade.steps import audited_step, current_flow_run_id
 from tasks.environment import environment_section, find_home, jvm_secrets
@@ -124,6 +124,10 @@ def _run(
     )
     with audited_step(plan, phase, "run_api_manager", {"args": list(args)}) as rec:
         rec.details.update(args=list(args), log_file=str(log_file), home=str(home))
+        leftover = stop_leftover_server(home)  # a crashed run's server would share the copies with ours
+        if leftover is not None:
+            rec.details["stopped_leftover_server"] = leftover
+            logger.warning("stopped a server of %s left running by an earlier run (pid %s)", home, leftover["pid"])
         result = run_api_manager(run, on_line=sink)
         rec.details.update(
             server_up_after_s=round(result.server_up_after, 1),

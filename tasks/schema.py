@@ -168,16 +168,14 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
     with audited_step(plan, PHASE, "validate_script", {"script": script.name}) as rec:
         required: list[str] = []
         if spec_cfg.dbscripts is not None:
-            ref = reference_catalog(
-                server, spec_cfg.dbscripts / conformance.DDL_FOR_ROLE["apim"], plan.work_dir / "catalogs"
-            )
+            ref = reference_catalog(server, spec_cfg.dbscripts / conformance.DDL_FOR_ROLE["apim"])
             required = [f"{t}.{c}" for t, tdef in ref.tables.items() for c in tdef.columns]
         after = take_snapshot(server, pair.target, pair.db_schema)
         spec = build_change_gate(
             f"after-{script.to_version}",
             pair.target,
             before,
-            after.tables,
+            after,
             required_columns=required,
             count_may_change=spec_cfg.expected_row_changes,
         )
@@ -227,9 +225,7 @@ def check_conformance(
         docs = None
         for role, pair in plan.databases.roles().items():
             dbname = pair.target if databases == "target" else pair.source
-            result = conformance.check(
-                server, role, dbname, dbscripts, accepted, pair.db_schema, plan.work_dir / "catalogs"
-            )
+            result = conformance.check(server, role, dbname, dbscripts, accepted, pair.db_schema)
             rows += result.rows()
             if databases == "target":  # GX runs only against the copies, never the sources
                 gate = run_gate(plan.work_dir / "gx", server, conformance.conformance_gate(result, pair.db_schema))

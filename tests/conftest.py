@@ -15,6 +15,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# Reference catalogues are cached across runs; tests start cold and never touch ~/.cache.
+os.environ["APIM_UPGRADE_CACHE_DIR"] = tempfile.mkdtemp(prefix="apim-upgrade-cache-")
 
 import pytest
 
@@ -72,10 +74,11 @@ def unique(prefix: str = "t") -> str:
 def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """Factory: build a sandbox estate and its plan; everything is dropped afterwards."""
     from apim_upgrade.plan import load_plan
-    from sandbox.create import create_sandbox
+    from sandbox.create import create_sandbox, rehearsal_copies
     from sandbox.estate import drop_estate
 
     names: list[str] = []
+    targets: list[str] = []
 
     def factory(scale: int = 1, dbscripts: Path | None = None, subdir: str = "sb", jvm: bool = False) -> Path:
         plan_path, _ = create_sandbox(
@@ -89,13 +92,14 @@ def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path
         # Remember the names now: tests may rewrite the plan file.
         for pair in load_plan(plan_path).databases.roles().values():
             names.extend([pair.source, pair.target])
+            targets.append(pair.target)
         return plan_path
 
     yield factory
     from sandbox.nodes import stop_everything
 
     stop_everything(tmp_path)  # any stand-in node a test started
-    drop_estate(pg, *names)
+    drop_estate(pg, *names, *rehearsal_copies(pg, targets))
 
 
 @pytest.fixture

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -120,25 +124,6 @@ def test_hanging_jvm_is_killed_on_timeout(jvm_sandbox: Path, monkeypatch: pytest
     assert [r.outcome for r in records if r.step == "run_api_manager"] == ["failed"]
 
 
-def test_crash_mid_migration_then_successful_rerun(jvm_sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    invalid = ", ".join(f'"{a}"' for a in sorted(_invalid_apis(jvm_sandbox)))
-    _rewrite(jvm_sandbox, 'cleanup = "delete"', f'cleanup = "delete"\naccepted_invalid_apis = [{invalid}]')
-    plan = load_plan(jvm_sandbox)
-    for phase in ("migration-environment", "identity-migration", "api-pre-migration"):
-        run_phase(phase, plan)
-    monkeypatch.setenv("APIM_STANDIN_FAIL", "mid-migration")
-    with pytest.raises(JvmRunFailed) as err:
-        run_phase("api-migration", plan)
-    assert "exited" in str(err.value) and "ERROR" in str(err.value)
-    assert _processes_under(plan.work_dir / "migration-env") == []
-    assert history.completed(plan.server(), plan.databases.apim.target, "api-migration", "done") is None
-    monkeypatch.delenv("APIM_STANDIN_FAIL")
-    assert run_phase("api-migration", plan) == "migrated"
-    log_files = sorted((plan.work_dir / "logs").glob("api-migration-*.log"))
-    assert len(log_files) >= 2
-    assert os.path.getsize(log_files[-1]) > 0
-
-
 def test_genuine_400_estate_ends_as_a_true_440(
     make_sandbox: Callable[..., Path], genuine_dbscripts: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,3 +150,30 @@ def test_genuine_400_estate_ends_as_a_true_440(
     assert source_check.details["differences"] == 0  # the generated estate is an unmodified 4.0.0
     final = [r for r in records if r.step == "check_conformance" and r.phase == "schema-upgrade"]
     assert final[-1].outcome == "succeeded" and final[-1].details["unaccepted"] == 0
+
+
+def test_leftover_server_is_stopped_only_when_it_serves_that_home(tmp_path: Path) -> None:
+    """What a rerun does with wso2carbon.pid: stop that home's server, never a stranger."""
+    from apim_upgrade.jvm import PID_FILE, stop_leftover_server
+
+    home = tmp_path / "wso2am-4.2.0"
+    home.mkdir()
+    # A server a crashed run left behind: its own session, its command line names the home.
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "--carbon-home", str(home)], start_new_session=True
+    )
+    reaper = threading.Thread(target=server.wait, daemon=True)  # as init would: no zombie lingers
+    reaper.start()
+    try:
+        (home / PID_FILE).write_text(f"{os.getpid()}\n")  # stale: the pid now belongs to another process
+        assert stop_leftover_server(home) is None
+        (home / PID_FILE).write_text("not a pid")
+        assert stop_leftover_server(home) is None
+        (home / PID_FILE).write_text(f"{server.pid}\n")
+        stopped = stop_leftover_server(home, grace=5)
+        assert stopped is not None and stopped["pid"] == server.pid
+        reaper.join(5)
+        assert server.returncode == -signal.SIGTERM
+    finally:
+        if server.poll() is None:
+            server.kill()

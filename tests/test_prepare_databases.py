@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +10,6 @@ import pytest
 
 from apim_upgrade import audit, copies, db, queries
 from apim_upgrade.catalog import Snapshot, take_snapshot
-from apim_upgrade.cli import main
 from apim_upgrade.errors import GateFailed
 from apim_upgrade.plan import load_plan
 from flows.prepare_databases import prepare_databases
@@ -151,45 +145,6 @@ def test_half_created_copy_is_rebuilt(make_sandbox: Callable[..., Path], pg: db.
     ]
     assert rebuilt and rebuilt[0].details["target"] == pair.target
     assert take_snapshot(pg, pair.target).row_counts == take_snapshot(pg, pair.source).row_counts
-
-
-def test_resume_after_killed_run(make_sandbox: Callable[..., Path], pg: db.PgServer) -> None:
-    plan_path = make_sandbox(scale=2)
-    plan = load_plan(plan_path)
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)  # the CLI runs on its own, as an operator would
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apim_upgrade.cli", "run", str(plan_path), "--phase", "prepare-databases"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    try:
-        # Kill the whole run the moment the shared copy has been started.
-        while time.monotonic() < deadline:
-            if plan.audit_path.exists() and any(
-                s == ("copy_database", "started", plan.databases.shared.target) for s in _steps(plan_path)
-            ):
-                break
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.02)
-        else:
-            pytest.fail("the run never reached the shared copy")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert (_comment(pg, plan.databases.shared.target) or {}).get("state") != "verified"
-
-    assert main(["run", str(plan_path), "--phase", "prepare-databases"]) == 0
-    outcomes = _steps(plan_path)
-    assert ("copy_database", "skipped", plan.databases.apim.target) in outcomes
-    assert outcomes[-1] == ("validate_copy", "succeeded", plan.databases.shared.target)
-    for pair in plan.databases.roles().values():
-        assert (_comment(pg, pair.target) or {}).get("state") == "verified"
-    assert main(["audit", "verify", "--plan", str(plan_path)]) == 0
 
 
 def test_hostile_database_names(make_sandbox: Callable[..., Path], pg: db.PgServer) -> None:

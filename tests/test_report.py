@@ -7,6 +7,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -21,6 +22,7 @@ from apim_upgrade import audit
 from apim_upgrade.catalog import Snapshot
 from apim_upgrade.errors import AuditError
 from apim_upgrade.report import build_report, report_command
+from apim_upgrade.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
 
 PLAN = "prod-estate"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -189,9 +191,21 @@ def test_report_shows_the_run(work: Path, report: Path) -> None:
     assert report == work / "reports" / "report.html"
     page = report.read_text()
     assert f"Run report: {PLAN}" in page and "alice@ops-host" in page
-    assert re.search(
-        r'<img class="chart" alt="Timeline of [^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]{500,}"', page
+    # The timeline is inline SVG: one bar per step run, each with its outcome and duration as a tooltip.
+    timeline = re.search(
+        r'<svg class="chart" [^>]*aria-label="Timeline of (\d+) step run\(s\) in 3 phase\(s\)"(.*?)</svg>', page
     )
+    assert timeline, "no timeline chart"
+    tips = re.findall(r"<rect [^>]*><title>([^<]*)</title></rect>", timeline[2])
+    assert len(tips) == int(timeline[1]) >= 20
+    assert any(t.startswith("prepare-databases/validate_copy: failed, 1.0 s") for t in tips)
+    assert any(t.startswith("schema-upgrade/check_conformance: failed, 3.0 s") for t in tips)
+    assert "elapsed (s) since 2026-03-01 09:00:00 UTC" in timeline[2]
+    counts = re.search(
+        r'<svg class="chart" [^>]*aria-label="Source vs copy rows of the 15 largest tables"(.*?)</svg>', page
+    )
+    assert counts and len(re.findall(r"<rect [^>]*><title>", counts[1])) == 2 * 15  # source and copy bars
+    assert "apim: am_table_199: source snapshot 7,363 rows" in counts[1]
     assert "Audit chain intact" in page
     # Outcome: the unrepaired failure and its error; the repaired one is still listed.
     assert "Failed at schema-upgrade/check_conformance" in page and CONFORMANCE_ERROR.replace("'", "&#x27;") in page
@@ -271,6 +285,8 @@ class _Refs(HTMLParser):
         self.refs: list[str] = []
         self.ids: set[str] = set()
         self.imgs: list[dict[str, str | None]] = []
+        self.svgs: list[tuple[dict[str, str | None], list[str]]] = []  # attributes, the tags inside
+        self._svg_depth = 0
         self.headings: list[str] = []
         self._in_h2 = False
 
@@ -279,7 +295,15 @@ class _Refs(HTMLParser):
         self.refs += [v for k, v in attrs if k in ("href", "src") and v is not None]
         self.ids |= {v for k, v in attrs if k == "id" and v}
         self.imgs += [a] if tag == "img" else []
+        if self._svg_depth:
+            self.svgs[-1][1].append(tag)
+        elif tag == "svg":
+            self.svgs.append((a, []))
+        self._svg_depth += tag == "svg"
         self._in_h2 = tag == "h2"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._svg_depth -= tag == "svg" and self._svg_depth > 0
 
     def handle_data(self, data: str) -> None:
         if self._in_h2:
@@ -337,7 +361,37 @@ def test_renders_in_headless_chromium(work: Path, report: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     refs = _parse(dom.stdout)
     assert all(h in refs.headings for h in SECTIONS), refs.headings
-    timeline = [i for i in refs.imgs if (i.get("alt") or "").startswith("Timeline of")]
+    timeline = [(a, inside) for a, inside in refs.svgs if (a.get("aria-label") or "").startswith("Timeline of")]
     assert len(timeline) == 1
-    src = timeline[0]["src"] or ""
-    assert src.startswith("data:image/png;base64,") and len(src) > 5000
+    attrs, inside = timeline[0]
+    bars = int((attrs["aria-label"] or "").split()[2])
+    assert bars >= 20 and inside.count("rect") > bars and inside.count("text") > bars  # bars, bands, labels
+
+
+def test_report_needs_no_plotting_library(work: Path, tmp_path: Path) -> None:
+    """The report is built after every run: its charts are written as SVG, without importing matplotlib."""
+    copy = shutil.copytree(work, tmp_path / "work")
+    code = (
+        "import sys; from pathlib import Path; from apim_upgrade.report import build_report; "
+        f"build_report(Path({str(copy)!r})); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL', 'numpy')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    assert '<svg class="chart"' in (copy / "reports" / "report.html").read_text()
+
+
+def test_chart_text_is_escaped_and_unknown_outcomes_get_a_legend() -> None:
+    bars = [
+        Bar("<phase&>", "step\"'<x>", T0, T0 + timedelta(seconds=5), "succeeded"),
+        Bar("<phase&>", "other", T0 + timedelta(seconds=5), T0 + timedelta(hours=1), "paused"),
+    ]
+    svg = timeline_svg(bars, 'Timeline "<all>"')
+    assert "<x>" not in svg and "<phase&>" not in svg and "&lt;phase&amp;&gt;" in svg
+    assert 'aria-label="Timeline &quot;&lt;all&gt;&quot;"' in svg
+    assert "elapsed (min) since" in svg  # an hour-long run is drawn in minutes
+    assert ">paused</text>" in svg  # a legend entry for an outcome the chart has no colour for
+    assert "&lt;phase&amp;&gt;/other: paused, 3595.0 s" in svg
+    counts = row_counts_svg([TableCount("a<b", 10, None), TableCount("c", 5, 5)], "rows")
+    assert "a&lt;b: copy ? rows" in counts and "10 → ?" in counts and "a<b" not in counts
