@@ -58,11 +58,22 @@ def embedded_api() -> Iterator[str | None]:
         with Supervised(args, env=env) as server:
             url = f"http://127.0.0.1:{port}/api"
             _wait_healthy(server, url, float(settings.server.ephemeral.startup_timeout_seconds))
-            with ps.temporary_settings(updates={ps.PREFECT_API_URL: url}):
-                try:
-                    yield url
-                finally:
-                    _drain_to_api()
+            # In the environment too, not only in this thread's settings context: a thread that
+            # does not carry the context (process.py's pumps do) and logs to Prefect would
+            # otherwise make Prefect start a second, temporary server of its own.
+            saved = os.environ.get("PREFECT_API_URL")
+            os.environ["PREFECT_API_URL"] = url
+            try:
+                with ps.temporary_settings(updates={ps.PREFECT_API_URL: url}):
+                    try:
+                        yield url
+                    finally:
+                        _drain_to_api()
+            finally:
+                if saved is None:
+                    os.environ.pop("PREFECT_API_URL", None)
+                else:
+                    os.environ["PREFECT_API_URL"] = saved
 
 
 def _drain_to_api() -> None:

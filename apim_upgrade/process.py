@@ -8,6 +8,7 @@ the exit code always checked.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import subprocess
@@ -63,7 +64,7 @@ def run(
             if on_line is not None:
                 on_line(line)
 
-    reader = threading.Thread(target=pump, daemon=True)
+    reader = _thread_in_this_context(pump)
     reader.start()
     try:
         returncode = proc.wait(timeout=timeout)
@@ -85,6 +86,16 @@ def run(
             f"last output: {' | '.join(list(tail)[-5:]) or '(none)'}"
         )
     return result
+
+
+def _thread_in_this_context(target: Callable[[], None]) -> threading.Thread:
+    """A daemon thread that runs ``target`` in a copy of the caller's context.
+
+    The line callbacks log to Prefect; a plain thread starts with empty context variables,
+    so Prefect would not see the run's settings (its API URL) there and would start a
+    temporary API server of its own to send those logs to.
+    """
+    return threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
 
 
 def _spawn(
@@ -165,7 +176,7 @@ class Supervised:
         finally:
             os.close(watch_fd)
         self.pgid = os.getpgid(self.proc.pid)
-        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader = _thread_in_this_context(self._pump)
         self._reader.start()
 
     def __enter__(self) -> Supervised:
