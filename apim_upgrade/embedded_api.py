@@ -14,7 +14,6 @@ off: no automation can exist in a throwaway API. Settings the operator made
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.pgserver import free_port
 from apim_upgrade.process import Supervised
 
 # Prefect settings (names as environment variables) and the values embedded mode uses.
@@ -50,7 +50,7 @@ def embedded_api() -> Iterator[str | None]:
     updates: dict[Any, Any] = {getattr(ps, k): v for k, v in DEFAULTS.items() if k not in explicit}
     with ps.temporary_settings(updates=updates):
         settings = ps.get_current_settings()
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, **_SERVER_FLAGS, **settings.to_environment_variables(exclude_unset=True)}
         args = [sys.executable, "-m", "uvicorn", "--app-dir", str(_prefect_dir()), "--factory"]
         args += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
@@ -104,11 +104,6 @@ def _wait_healthy(server: Supervised, url: str, timeout: float) -> None:
         "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or set PREFECT_API_URL to a running Prefect server"
     )
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _prefect_dir() -> Any:

@@ -114,7 +114,7 @@ def start_throwaway() -> ServerHandle:
     user = _run_as()
     if user:
         shutil.chown(base, user=user)
-    port = _free_port()
+    port = free_port()
     data = base / "data"
     process.run([initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"], user=user, timeout=120)
     process.run(
@@ -139,7 +139,8 @@ def start_throwaway() -> ServerHandle:
     return handle
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -20,21 +20,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from apim_upgrade import audit, db, queries
+from apim_upgrade import audit
 from apim_upgrade.plan import load_plan
 from benchmarks.common import DBSCRIPTS_ROOT, Context, Row, drop_targets, run_measured, target_at
 from sandbox.estate import drop_estate
-from sandbox.schema_sync import apply_sync, generate_upgrade_script, sync_statements
+from sandbox.schema_sync import copy_at_version, generate_upgrade_script
 
 NAME = "schema-upgrade"
 GATE_STEPS = {"snapshot_target", "validate_script", "check_conformance", "check_script_history"}
 STEPS = (("4.2.0", "4.3.0"), ("4.3.0", "4.4.0"))
-
-
-def _copy_at_420(ctx: Context, source: str, target: str, owner: str, ddl: Path) -> None:
-    with db.session(ctx.server, "postgres", autocommit=True) as conn:
-        db.execute(conn, queries.create_database_from_template(target, source, owner, None))
-    apply_sync(ctx.server, target, sync_statements(ctx.server, target, ddl), role=owner)
 
 
 def _scripts(ctx: Context) -> list[tuple[str, str, Path]]:
@@ -70,9 +64,10 @@ def bench(ctx: Context, scale: int) -> None:
     apim, shared = plan.databases.apim, plan.databases.shared
     floor_db = f"{apim.target}_floor"
     try:
+        ddl = DBSCRIPTS_ROOT / "4.2.0"
         for target in (apim.target, floor_db):
-            _copy_at_420(ctx, apim.source, target, apim.owner, DBSCRIPTS_ROOT / "4.2.0" / "apimgt/postgresql.sql")
-        _copy_at_420(ctx, shared.source, shared.target, shared.owner, DBSCRIPTS_ROOT / "4.2.0" / "postgresql.sql")
+            copy_at_version(ctx.server, apim.source, target, apim.owner, ddl / "apimgt/postgresql.sql")
+        copy_at_version(ctx.server, shared.source, shared.target, shared.owner, ddl / "postgresql.sql")
         pg_args = ["-h", ctx.server.host, "-p", str(ctx.server.port), "-U", ctx.server.user]
         floor = sum(
             run_measured(

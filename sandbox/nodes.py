@@ -218,23 +218,24 @@ def stop_everything(directory: Path) -> list[str]:
         if script.exists():
             process.run(["bash", str(script), "stop"], timeout=60, check=False)
             stopped.append(str(home.relative_to(directory)))
-    for pid in _processes_under(directory):
+    for pid in standin_processes(directory):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     return stopped
 
 
-def _processes_under(directory: Path) -> list[int]:
-    """Stand-in servers whose command line names a home inside ``directory``."""
+def standin_processes(directory: Path) -> list[int]:
+    """PIDs of stand-in servers whose ``--carbon-home`` lies inside ``directory``."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
-        args = [a.decode(errors="replace") for a in cmdline]
-        if "sandbox.distribution.server" in args and any(a.startswith(str(directory)) for a in args):
-            pids.append(int(proc.name))
+        if "sandbox.distribution.server" in args and "--carbon-home" in args:
+            home = args[args.index("--carbon-home") + 1]
+            if Path(home).is_relative_to(directory):
+                pids.append(int(proc.name))
     return pids

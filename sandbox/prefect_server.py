@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,9 @@ import urllib.request
 from pathlib import Path
 
 from apim_upgrade.errors import SandboxError
+from apim_upgrade.pgserver import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "start_prefect_server", "stop_prefect_server"]
 
 
 def start_prefect_server(home: Path, port: int, timeout: float = 120) -> subprocess.Popen[bytes]:

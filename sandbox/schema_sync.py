@@ -33,7 +33,7 @@ from pathlib import Path
 import sqlparse
 from psycopg import sql
 
-from apim_upgrade import db
+from apim_upgrade import db, queries
 from apim_upgrade.db import PgServer
 from apim_upgrade.errors import DatabaseError, SandboxError
 from apim_upgrade.schema_diff import ColumnDef, SchemaCatalog, read_catalog, scratch_database
@@ -153,6 +153,14 @@ def apply_sync(
                     f"{_shorten(statement)}. Fix the data it trips over (or pass a backfill "
                     "expression for the column) and run the sync again"
                 ) from exc
+
+
+def copy_at_version(server: PgServer, source: str, target: str, owner: str, ddl: Path) -> None:
+    """``CREATE DATABASE target TEMPLATE source``, then brought to the schema of ``ddl`` with its data
+    (as a version's migration would leave it): the starting point of schema-upgrade tests and benchmarks."""
+    with db.session(server, "postgres", autocommit=True) as conn:
+        db.execute(conn, queries.create_database_from_template(target, source, owner, None))
+    apply_sync(server, target, sync_statements(server, target, ddl), role=owner)
 
 
 def generate_upgrade_script(

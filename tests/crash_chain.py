@@ -32,28 +32,11 @@ from apim_upgrade.plan import Plan, load_plan
 from apim_upgrade.rehearsal import derive_rehearsal_plan
 from flows.phases import PHASES as ALL_PHASES
 from sandbox.demo import accept_invalid_apis
+from sandbox.nodes import standin_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 240.0  # seconds any single point may take to be reached (a loaded CI machine)
-SERVER_MODULE = "sandbox.distribution.server"
 IDENTITY_PREFIXES = ("idn_", "sp_", "cm_", "idp_", "fido", "wf_")
-
-
-def standin_servers(under: Path) -> list[int]:
-    """PIDs of stand-in servers whose --carbon-home lies under ``under``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
-        except OSError:
-            continue
-        if SERVER_MODULE in args and "--carbon-home" in args:
-            home = args[args.index("--carbon-home") + 1]
-            if Path(home).is_relative_to(under):
-                pids.append(int(proc.name))
-    return pids
 
 
 def rehearse(plan_path: Path, env: dict[str, str], out: Path, err: Path) -> subprocess.Popen[bytes]:
@@ -210,7 +193,7 @@ class Chain:
 
         proc = self.start(label)
         evidence = self.wait_until(proc, reached, label)
-        servers = standin_servers(self.plan.work_dir)
+        servers = standin_processes(self.plan.work_dir)
         if with_watcher:
             for pid in servers:
                 watcher = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -226,7 +209,7 @@ class Chain:
     def servers_left(self, timeout: float) -> list[int]:
         """Stand-in servers of this estate's migration environment still alive after ``timeout``."""
         deadline = time.monotonic() + timeout
-        while (left := standin_servers(self.plan.work_dir)) and time.monotonic() < deadline:
+        while (left := standin_processes(self.plan.work_dir)) and time.monotonic() < deadline:
             time.sleep(0.1)
         return left
 
@@ -302,7 +285,7 @@ def crash_early_phases(chain: Chain, server: db.PgServer) -> None:
     # A failing JVM run (the stand-in dies half-way through its schema changes): nothing stays up.
     failing = {"APIM_STANDIN_FAIL": "mid-migration", "APIM_STANDIN_FAIL_STEP": "api"}
     assert "FAILED: api-migration" in chain.run("stand-in fails mid-migration", expect=6, extra=failing)
-    assert standin_servers(chain.plan_path.parent) == [], "a failed JVM run left its server running"
+    assert standin_processes(chain.plan_path.parent) == [], "a failed JVM run left its server running"
 
     # api-migration: mid-JVM-run, AM_DB already migrated, the re-indexing clean-up of REG_LOG waits.
     # Its watcher is killed as well, so the server survives; the next run must stop it first.
@@ -325,7 +308,7 @@ def crash_early_phases(chain: Chain, server: db.PgServer) -> None:
         s for r in audit.read_records(chain.plan.audit_path) for s in r.details.get("stopped_leftover_servers", [])
     ]
     assert [s["pid"] for s in stopped] == orphans
-    assert standin_servers(chain.plan_path.parent) == []
+    assert standin_processes(chain.plan_path.parent) == []
     chain.kill_at("after:cleanup/discard_migration_home")  # home gone, not marked done
     chain.run("to the end")
 

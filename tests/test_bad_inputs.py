@@ -39,7 +39,7 @@ from apim_upgrade.schema_diff import read_catalog
 from apim_upgrade.sqlscript import load_script
 from sandbox.create import create_sandbox, sandbox_secrets
 from sandbox.estate import drop_estate
-from sandbox.schema_sync import apply_sync, sync_statements
+from sandbox.schema_sync import copy_at_version
 from tests.conftest import unique
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,9 +117,7 @@ def at420(pg: db.PgServer, fresh: Estate) -> Iterator[Estate]:
     try:
         for role, ddl in (("apim", Path("apimgt") / "postgresql.sql"), ("shared", Path("postgresql.sql"))):
             pair = plan.databases.roles()[role]
-            with db.session(pg, "postgres", autocommit=True) as conn:
-                db.execute(conn, queries.create_database_from_template(pair.target, pair.source, pair.owner, None))
-            apply_sync(pg, pair.target, sync_statements(pg, pair.target, COMPACT / "4.2.0" / ddl), role=pair.owner)
+            copy_at_version(pg, pair.source, pair.target, pair.owner, COMPACT / "4.2.0" / ddl)
         applied = estate.dir / "applied-4.2.0-to-4.3.0.sql"
         applied.write_text(GOOD_SCRIPT)
         pair = plan.databases.apim

@@ -29,7 +29,7 @@ from apim_upgrade.schema_diff import read_catalog
 from apim_upgrade.sqlscript import load_script
 from flows.phases import run_phase
 from sandbox.create import create_sandbox
-from sandbox.schema_sync import apply_sync, generate_upgrade_script, sync_statements
+from sandbox.schema_sync import copy_at_version, generate_upgrade_script
 from tests.conftest import unique
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -51,9 +51,7 @@ def _bring_to_420(server: db.PgServer, plan_path: Path, script: Path) -> Plan:
     plan = load_plan(plan_path)
     for role, ddl in (("apim", APIM_DDL), ("shared", Path("postgresql.sql"))):
         pair = plan.databases.roles()[role]
-        with db.session(server, "postgres", autocommit=True) as conn:
-            db.execute(conn, queries.create_database_from_template(pair.target, pair.source, pair.owner, None))
-        apply_sync(server, pair.target, sync_statements(server, pair.target, COMPACT / "4.2.0" / ddl), role=pair.owner)
+        copy_at_version(server, pair.source, pair.target, pair.owner, COMPACT / "4.2.0" / ddl)
     section = {
         "schema_upgrade": {
             "start_version": "4.2.0",

@@ -40,7 +40,7 @@ from apim_upgrade.plan import load_plan
 from apim_upgrade.rehearsal import derive_rehearsal_plan
 from sandbox.create import create_sandbox, destroy_sandbox, sandbox_secrets
 from sandbox.demo import accept_invalid_apis
-from sandbox.nodes import stop_everything
+from sandbox.nodes import standin_processes, stop_everything
 from tests.conftest import unique
 from tests.crash_chain import (
     PHASES,
@@ -49,7 +49,6 @@ from tests.crash_chain import (
     crash_early_phases,
     crash_late_phases,
     rehearse,
-    standin_servers,
 )
 from tests.proof import differences, end_state, source_fingerprint
 
@@ -344,7 +343,7 @@ def test_crash_anywhere_then_same_end_state_and_no_orphans(proof: Proof, pg: db.
         assert audit.verify_chain(chain.plan.audit_path) == []
         assert cli.main(["audit", "verify", "--plan", str(chain.plan.source_path)]) == 0
         # No stand-in migration server and no 4.2.0 home are left behind.
-        assert standin_servers(chain.plan.work_dir) == []
+        assert standin_processes(chain.plan.work_dir) == []
         assert not list((chain.plan.work_dir / "migration-env").glob("*/bin/api-manager.sh"))
 
     # The proof can fail: one changed value in one row of one copy shows up, and nothing else does.

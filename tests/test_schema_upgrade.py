@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from apim_upgrade import db, queries, schema_runner
+from apim_upgrade import db, schema_runner
 from apim_upgrade.catalog import take_snapshot
 from apim_upgrade.cli import main
 from apim_upgrade.errors import ApimUpgradeError, GateFailed
 from apim_upgrade.plan import load_plan
 from apim_upgrade.schema_diff import read_catalog
 from flows.phases import run_phase
-from sandbox.schema_sync import apply_sync, generate_upgrade_script, sync_statements
+from sandbox.schema_sync import copy_at_version, generate_upgrade_script
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 COMPACT = Path(__file__).resolve().parents[1] / "sandbox" / "sql" / "compact"
@@ -59,9 +59,7 @@ def at_420(make_sandbox: Callable[..., Path], pg: db.PgServer) -> Iterator[Path]
     plan = load_plan(plan_path)
     for role, ddl in (("apim", APIM_DDL), ("shared", Path("postgresql.sql"))):
         pair = plan.databases.roles()[role]
-        with db.session(pg, "postgres", autocommit=True) as conn:
-            db.execute(conn, queries.create_database_from_template(pair.target, pair.source, pair.owner, None))
-        apply_sync(pg, pair.target, sync_statements(pg, pair.target, COMPACT / "4.2.0" / ddl), role=pair.owner)
+        copy_at_version(pg, pair.source, pair.target, pair.owner, COMPACT / "4.2.0" / ddl)
     yield plan_path
 
 
