@@ -72,10 +72,6 @@ class AuditError(ApimUpgradeError):
     exit_code = 5
 
 
-class SandboxError(ApimUpgradeError):
-    """The sandbox estate could not be built."""
-
-
 def hide_known_tracebacks() -> None:
     """Keep Prefect's run loggers from printing a stack for this tool's own errors.
 

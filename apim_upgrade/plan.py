@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from apim_upgrade.db import PgServer
 from apim_upgrade.errors import PlanError
+from apim_upgrade.postgres.db import PgServer
 
 # PostgreSQL silently truncates longer identifiers: a truncated target name
 # could collide with another database, so refuse it up front.

@@ -11,11 +11,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from apim_upgrade import db, distribution, queries, sqlscript
-from apim_upgrade.audit import pending_copies
-from apim_upgrade.copies import CopyState, copy_state
 from apim_upgrade.errors import ApimUpgradeError, PreflightError
 from apim_upgrade.plan import MigrationEnvironmentSection, Plan
+from apim_upgrade.postgres import db, queries, sqlscript
+from apim_upgrade.postgres.copies import CopyState, copy_state
+from apim_upgrade.proof.audit import pending_copies
+from apim_upgrade.wso2 import distribution
 
 MIN_SERVER_VERSION = 130000  # DROP DATABASE ... WITH (FORCE)
 STRATEGY_SERVER_VERSION = 150000
@@ -179,7 +180,7 @@ def check_phase_inputs(plan: Plan, phases: list[str]) -> None:
     everything else one PreflightError listing every problem. Sections the plan does not
     have are not checked (their phases are refused or skipped elsewhere).
     """
-    from apim_upgrade.schema_runner import check_order  # late: schema_runner is a heavier import
+    from apim_upgrade.postgres.schema_runner import check_order  # late: schema_runner is a heavier import
 
     selected = set(phases)
     section = plan.schema_upgrade

@@ -20,7 +20,7 @@ def bench(ctx: Context, scale: int) -> None:
     if ctx.extras.get(NAME):
         return
     entry = Path(sys.executable).with_name("apim-upgrade")
-    command = [str(entry), "--help"] if entry.exists() else [sys.executable, "-m", "apim_upgrade.cli", "--help"]
+    command = [str(entry), "--help"] if entry.exists() else [sys.executable, "-m", "commands.cli", "--help"]
     env = ctx.env()
     python = statistics.median(run_measured([sys.executable, "-c", "pass"], env).seconds for _ in range(REPS))
     runs = [run_measured(command, env) for _ in range(REPS)]

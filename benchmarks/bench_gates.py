@@ -23,10 +23,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from apim_upgrade import db, queries
-from apim_upgrade.catalog import take_snapshot
-from apim_upgrade.gates import run_gate
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.catalog import take_snapshot
+from apim_upgrade.proof.gates import run_gate
 from benchmarks.common import Context, Row
 from expectations.migration_gate import build_change_gate
 

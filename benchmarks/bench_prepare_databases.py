@@ -63,7 +63,7 @@ def bench(ctx: Context, scale: int) -> None:
 def _fixed_costs(ctx: Context, plan_path: Path, args: list[str]) -> None:
     """Reruns over verified copies (they only check and skip): what remains is fixed cost.
 
-    The CLI (apim_upgrade/embedded_api.py starts its own lean embedded API) and, for comparison,
+    The CLI (apim_upgrade/runtime/embedded_api.py starts its own lean embedded API) and, for comparison,
     the bare flow call, whose embedded mode is Prefect's own (the client starts the API on first use).
     """
     cli = [*ctx.cli(f"{NAME}-rerun"), *args]

@@ -18,8 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from apim_upgrade import audit
 from apim_upgrade.plan import load_plan
+from apim_upgrade.proof import audit
 from apim_upgrade.rehearsal import derive_rehearsal_plan
 from benchmarks.common import Context, Row, run_measured
 

@@ -20,8 +20,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from apim_upgrade import audit
 from apim_upgrade.plan import load_plan
+from apim_upgrade.proof import audit
 from benchmarks.common import DBSCRIPTS_ROOT, Context, Row, drop_targets, run_measured, target_at
 from sandbox.estate import drop_estate
 from sandbox.schema_sync import copy_at_version, generate_upgrade_script

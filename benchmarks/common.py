@@ -30,9 +30,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from apim_upgrade import db, queries  # noqa: E402
-from apim_upgrade.catalog import take_snapshot  # noqa: E402
-from apim_upgrade.pgserver import ServerHandle, find_server  # noqa: E402
 from apim_upgrade.plan import load_plan  # noqa: E402
+from apim_upgrade.postgres.catalog import take_snapshot  # noqa: E402
+from sandbox.pgserver import ServerHandle, find_server  # noqa: E402
 from sandbox.prefect_server import free_port, start_prefect_server, stop_prefect_server  # noqa: E402
 
 SHARED_WSO2 = next(
@@ -137,10 +137,10 @@ class Context:
     def cli(self, label: str) -> list[str]:
         """The apim-upgrade command line (under pyinstrument with --profile; its report named ``label``)."""
         if self.profile_dir is None:
-            return [sys.executable, "-m", "apim_upgrade.cli"]
+            return [sys.executable, "-m", "commands.cli"]
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         report = self.profile_dir / f"{label}.txt"
-        return [sys.executable, "-m", "pyinstrument", "--show-all", "-o", str(report), "-m", "apim_upgrade.cli"]
+        return [sys.executable, "-m", "pyinstrument", "--show-all", "-o", str(report), "-m", "commands.cli"]
 
     def note(self, benchmark: str, line: str) -> None:
         self.extras.setdefault(benchmark, []).append(line)

@@ -8,9 +8,9 @@ migration needs.
 
 from __future__ import annotations
 
-from apim_upgrade import queries
-from apim_upgrade.catalog import Snapshot
-from apim_upgrade.gates import Expectation, GateSpec, QueryAsset
+from apim_upgrade.postgres import queries
+from apim_upgrade.postgres.catalog import Snapshot
+from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset
 from expectations.migration_gate import indexes_asset
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
-from apim_upgrade import queries
-from apim_upgrade.catalog import Snapshot
-from apim_upgrade.gates import Expectation, GateSpec, QueryAsset
+from apim_upgrade.postgres import queries
+from apim_upgrade.postgres.catalog import Snapshot
+from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset
 
 
 def build_change_gate(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from apim_upgrade.gates import prewarm as prewarm_gates
 from apim_upgrade.plan import load_plan
+from apim_upgrade.proof.gates import prewarm as prewarm_gates
 from tasks.databases import (
     check_copy_verified,
     check_preflight,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from apim_upgrade import schema_runner
-from apim_upgrade.gates import prewarm as prewarm_gates
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import schema_runner
+from apim_upgrade.proof.gates import prewarm as prewarm_gates
 from tasks.gates import DATA_DOCS_HOOKS
 from tasks.jvm import check_phase_done, mark_phase_done
 from tasks.schema import (
@@ -53,7 +53,7 @@ def schema_upgrade(plan_path: str, rebaseline: bool = False) -> str:
 
 def dry_run(plan_path: str) -> list[str]:
     """What schema-upgrade would execute, statement by statement; changes nothing."""
-    from apim_upgrade.sqlscript import load_script
+    from apim_upgrade.postgres.sqlscript import load_script
 
     plan = load_plan(plan_path)
     section = schema_section(plan)

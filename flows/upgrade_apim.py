@@ -7,8 +7,8 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres.schema_runner import advisory_lock
 from apim_upgrade.preflight import check_phase_inputs
-from apim_upgrade.schema_runner import advisory_lock
 from flows.phases import PHASES, REQUIRED_SECTION, run_phase, select_phases
 from tasks.jvm import check_phase_done
 from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan

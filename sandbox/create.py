@@ -13,9 +13,10 @@ from typing import Any
 
 import tomli_w
 
-from apim_upgrade import db, queries
-from apim_upgrade.errors import SandboxError
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import db, queries
+from sandbox import queries as sandbox_queries
+from sandbox.errors import SandboxError
 from sandbox.estate import EstateSummary, build_estate, drop_estate
 from sandbox.nodes import build_nodes, stop_everything
 
@@ -46,14 +47,14 @@ def ensure_role(server: db.PgServer, role: str) -> bool:
     role of that name is used as it is.
     """
     with db.session(server, "postgres", autocommit=True) as conn:
-        info = db.fetch_one(conn, queries.ROLE_INFO, (role,))
+        info = db.fetch_one(conn, sandbox_queries.ROLE_INFO, (role,))
         try:
             if info is None:
-                db.execute(conn, queries.create_role(role))
-                db.execute(conn, queries.comment_on_role(role, queries.SANDBOX_ROLE_COMMENT))
+                db.execute(conn, sandbox_queries.create_role(role))
+                db.execute(conn, sandbox_queries.comment_on_role(role, sandbox_queries.SANDBOX_ROLE_COMMENT))
                 return True
-            if not info[0] and info[1] == queries.SANDBOX_ROLE_COMMENT:
-                db.execute(conn, queries.allow_login(role))
+            if not info[0] and info[1] == sandbox_queries.SANDBOX_ROLE_COMMENT:
+                db.execute(conn, sandbox_queries.allow_login(role))
                 return True
         except db.PgError as exc:
             if exc.sqlstate != "42710":  # created concurrently by another sandbox

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import tomli_w
 
-from apim_upgrade.nodes import http_check
-from apim_upgrade.pgserver import find_server
 from apim_upgrade.plan import load_plan
+from apim_upgrade.wso2.nodes import http_check
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
 from sandbox.nodes import running_nodes, start_estate
+from sandbox.pgserver import find_server
 
 
 def accept_invalid_apis(plan_path: Path) -> list[str]:

@@ -23,7 +23,8 @@ from typing import Any
 
 from psycopg import Connection, sql
 
-from apim_upgrade.db import (
+from apim_upgrade.errors import DatabaseError
+from apim_upgrade.postgres.db import (
     PgError,
     PgServer,
     describe_pg_error,
@@ -33,7 +34,7 @@ from apim_upgrade.db import (
     fetch_one,
     session,
 )
-from apim_upgrade.errors import DatabaseError, SandboxError
+from sandbox.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

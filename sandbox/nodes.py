@@ -21,10 +21,10 @@ from typing import Any
 
 import tomli_w
 
-from apim_upgrade import process
-from apim_upgrade.config_render import env, jdbc_url
-from apim_upgrade.errors import SandboxError
 from apim_upgrade.plan import CutoverSection, NodeCommands
+from apim_upgrade.runtime import process
+from apim_upgrade.wso2.config_render import env, jdbc_url
+from sandbox.errors import SandboxError
 
 SERVLET_PORT = 9763
 GATEWAYS = {"internal": ["gw-internal-1", "gw-internal-2"], "external": ["gw-external-1"]}
@@ -194,7 +194,7 @@ def running_nodes(cutover: CutoverSection) -> list[NodeCommands]:
 
 def start_estate(cutover: CutoverSection, timeout: float = 120) -> list[str]:
     """Start the 'production' nodes: the 4.0.0 control plane and every gateway."""
-    from apim_upgrade import nodes
+    from apim_upgrade.wso2 import nodes
 
     started = []
     for node in [*cutover.control_plane_400, *[n for g in cutover.gateway_groups for n in g.nodes]]:

@@ -14,8 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from apim_upgrade.errors import SandboxError
-from apim_upgrade.pgserver import free_port
+from apim_upgrade.runtime.ports import free_port
+from sandbox.errors import SandboxError
 
 __all__ = ["free_port", "start_prefect_server", "stop_prefect_server"]
 

@@ -18,7 +18,7 @@ Statements come out in this order, each step needing only what earlier steps mad
    foreign keys and seed rows included), in file order, then OWNED BY for new sequences;
 9. drop extra tables (only with ``drop_tables=True``) and extra sequences.
 
-Conformance is what ``apim_upgrade.schema_diff`` compares; foreign keys, checks,
+Conformance is what ``apim_upgrade.postgres.schema_diff`` compares; foreign keys, checks,
 triggers and functions of existing tables are not synced.
 """
 
@@ -33,10 +33,11 @@ from pathlib import Path
 import sqlparse
 from psycopg import sql
 
-from apim_upgrade import db, queries
-from apim_upgrade.db import PgServer
-from apim_upgrade.errors import DatabaseError, SandboxError
-from apim_upgrade.schema_diff import ColumnDef, SchemaCatalog, read_catalog, scratch_database
+from apim_upgrade.errors import DatabaseError
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.db import PgServer
+from apim_upgrade.postgres.schema_diff import ColumnDef, SchemaCatalog, read_catalog, scratch_database
+from sandbox.errors import SandboxError
 
 # Values for existing rows when the new DDL adds a column (key "table.column", value a
 # SQL expression over the row). Grounded in WSO2's 4.0.0→4.1.0 scripts (shared/wso2/
@@ -74,7 +75,7 @@ _NEXTVAL = re.compile(r"nextval\('(?:[^']*\.)?\"?([^'\"]+)\"?'::regclass\)")
 _BARE_COLUMN = re.compile(r"[a-z_][a-z0-9_$]*")
 _INDEX_DEF = re.compile(r'^(CREATE (?:UNIQUE )?INDEX) ON (?:ONLY )?(?:"(?:[^"]|"")+"|\S+) (USING .*)$', re.DOTALL)
 
-# Sandbox-only catalogue reads (the product's live in apim_upgrade.queries).
+# Sandbox-only catalogue reads (the product's live in apim_upgrade.postgres.queries).
 _SEQUENCES_SQL = """
 SELECT s.relname, format_type(q.seqtypid, NULL), t.relname, a.attname
 FROM pg_sequence q

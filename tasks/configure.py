@@ -7,11 +7,11 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from apim_upgrade import config_440, config_render
-from apim_upgrade.distribution import CONF_FILE
 from apim_upgrade.errors import ApimUpgradeError, PlanError
 from apim_upgrade.plan import Plan, Target440Section
-from apim_upgrade.steps import audited_step
+from apim_upgrade.proof.steps import audited_step
+from apim_upgrade.wso2 import config_440, config_render
+from apim_upgrade.wso2.distribution import CONF_FILE
 from tasks.retry import retryable_task
 
 PHASE = "configure-440"

@@ -9,11 +9,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from apim_upgrade import db, nodes
-from apim_upgrade.catalog import Snapshot, take_snapshot
 from apim_upgrade.errors import ApimUpgradeError, PlanError
 from apim_upgrade.plan import CutoverSection, Plan, Strategy
-from apim_upgrade.steps import audited_step
+from apim_upgrade.postgres import db
+from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.proof.steps import audited_step
+from apim_upgrade.wso2 import nodes
 from tasks.gates import comparison_rows
 from tasks.retry import retryable_task
 
@@ -212,7 +213,7 @@ def restart_gateways(plan: Plan) -> list[dict[str, str]]:
 @retryable_task("forget_cutover")
 def forget_cutover(plan: Plan) -> None:
     """After a rollback the estate is back on 4.0.0: a later cutover must run again."""
-    from apim_upgrade import history
+    from apim_upgrade.postgres import history
 
     with audited_step(plan, "rollback", "forget_cutover"):
         history.forget(plan.server(), plan.databases.apim.target, PHASE, "done")

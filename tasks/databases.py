@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger
 
-from apim_upgrade import copies, preflight
-from apim_upgrade.audit import pending_copies
-from apim_upgrade.catalog import Snapshot, take_snapshot
+from apim_upgrade import preflight
 from apim_upgrade.errors import DatabaseError, PreflightError
 from apim_upgrade.plan import Plan
-from apim_upgrade.steps import audited_step
+from apim_upgrade.postgres import copies
+from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.proof.audit import pending_copies
+from apim_upgrade.proof.steps import audited_step
 from tasks.retry import retryable_task
 
 PHASE = "prepare-databases"

@@ -9,11 +9,12 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from apim_upgrade import config_render, copies, distribution, history
 from apim_upgrade.errors import ApimUpgradeError, PlanError
-from apim_upgrade.jvm import stop_leftover_server
 from apim_upgrade.plan import MigrationEnvironmentSection, Plan
-from apim_upgrade.steps import audited_step
+from apim_upgrade.postgres import copies, history
+from apim_upgrade.proof.steps import audited_step
+from apim_upgrade.wso2 import config_render, distribution
+from apim_upgrade.wso2.jvm import stop_leftover_server
 from tasks.retry import retryable_task
 
 PHASE = "migration-environment"

@@ -10,12 +10,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.flows import FlowStateHook
 
-from apim_upgrade import copies
-from apim_upgrade.catalog import Snapshot, take_snapshot
 from apim_upgrade.errors import GateFailed
-from apim_upgrade.gates import build_pending_data_docs, run_gate
 from apim_upgrade.plan import Plan
-from apim_upgrade.steps import audited_step
+from apim_upgrade.postgres import copies
+from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.proof.gates import build_pending_data_docs, run_gate
+from apim_upgrade.proof.steps import audited_step
 from expectations.copy_gate import build_copy_gate
 from expectations.migration_gate import build_change_gate
 from tasks.retry import retryable_task
@@ -25,7 +25,7 @@ PHASE = "prepare-databases"
 
 def build_data_docs_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
     """Phase-flow hook (completed, failed or crashed): render the Data Docs of every gate the
-    phase ran, once, instead of after each gate (see apim_upgrade.gates.run_gate)."""
+    phase ran, once, instead of after each gate (see apim_upgrade.proof.gates.run_gate)."""
     build_pending_data_docs()
 
 
@@ -125,7 +125,7 @@ def validate_migration(
     plan: Plan, phase: str, before: dict[str, Snapshot], component: str, dbscripts: str
 ) -> list[dict[str, object]]:
     """After a JVM run: no table lost, counts unchanged, the new version's tables/columns present."""
-    from apim_upgrade.schema_diff import reference_catalog
+    from apim_upgrade.postgres.schema_diff import reference_catalog
 
     server = plan.server()
     summaries = []

@@ -10,13 +10,14 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from apim_upgrade import distribution, history
-from apim_upgrade.catalog import Snapshot, take_snapshot
 from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.findings import Finding, FindingCollector, parse_line, write_csv
-from apim_upgrade.jvm import JvmRun, run_api_manager, stop_leftover_server
 from apim_upgrade.plan import Plan
-from apim_upgrade.steps import audited_step, current_flow_run_id
+from apim_upgrade.postgres import history
+from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.proof.steps import audited_step, current_flow_run_id
+from apim_upgrade.wso2 import distribution
+from apim_upgrade.wso2.findings import Finding, FindingCollector, parse_line, write_csv
+from apim_upgrade.wso2.jvm import JvmRun, run_api_manager, stop_leftover_server
 from tasks.environment import environment_section, find_home, jvm_secrets
 from tasks.retry import retryable_task
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from apim_upgrade import copies
 from apim_upgrade.plan import Plan
+from apim_upgrade.postgres import copies
+from apim_upgrade.proof.steps import audited_step
 from apim_upgrade.rehearsal import derive_rehearsal_plan
-from apim_upgrade.steps import audited_step
 from tasks.retry import retryable_task
 
 

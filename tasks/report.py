@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.artifacts import create_link_artifact
 
 from apim_upgrade.plan import Plan
-from apim_upgrade.report import build_report
+from apim_upgrade.proof.report import build_report
 from tasks.retry import retryable_task
 
 

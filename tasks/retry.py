@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from apim_upgrade import db
 from apim_upgrade.errors import DatabaseUnavailable
+from apim_upgrade.postgres import db
 
 RETRIES = 2
 # Bounded backoff: a restarting server is usually back within seconds; after ~12 s the

@@ -10,14 +10,15 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from apim_upgrade import conformance, history, schema_runner
-from apim_upgrade.catalog import Snapshot, take_snapshot
 from apim_upgrade.errors import GateFailed, PlanError
-from apim_upgrade.gates import run_gate
 from apim_upgrade.plan import Plan, SchemaUpgradeSection
-from apim_upgrade.schema_diff import reference_catalog
-from apim_upgrade.sqlscript import Script, Statement, load_script
-from apim_upgrade.steps import audited_step, current_flow_run_id
+from apim_upgrade.postgres import history, schema_runner
+from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.postgres.schema_diff import reference_catalog
+from apim_upgrade.postgres.sqlscript import Script, Statement, load_script
+from apim_upgrade.proof import conformance
+from apim_upgrade.proof.gates import run_gate
+from apim_upgrade.proof.steps import audited_step, current_flow_run_id
 from expectations.migration_gate import build_change_gate
 from tasks.gates import comparison_rows
 from tasks.retry import retryable_task

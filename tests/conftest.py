@@ -20,9 +20,9 @@ os.environ["APIM_UPGRADE_CACHE_DIR"] = tempfile.mkdtemp(prefix="apim-upgrade-cac
 
 import pytest
 
-from apim_upgrade import db
 from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.pgserver import ServerHandle, find_server
+from apim_upgrade.postgres import db
+from sandbox.pgserver import ServerHandle, find_server
 
 
 def _shared_wso2() -> Path:

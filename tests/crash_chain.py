@@ -26,13 +26,14 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from apim_upgrade import audit, db
-from apim_upgrade.failpoints import FILE_VARIABLE, POINT_VARIABLE
 from apim_upgrade.plan import Plan, load_plan
+from apim_upgrade.postgres import db
+from apim_upgrade.proof import audit
 from apim_upgrade.rehearsal import derive_rehearsal_plan
 from flows.phases import PHASES as ALL_PHASES
 from sandbox.demo import accept_invalid_apis
 from sandbox.nodes import standin_processes
+from tests.failpoints import FILE_VARIABLE, POINT_VARIABLE, child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 240.0  # seconds any single point may take to be reached (a loaded CI machine)
@@ -43,7 +44,7 @@ def rehearse(plan_path: Path, env: dict[str, str], out: Path, err: Path) -> subp
     """``apim-upgrade rehearse PLAN --keep-copies`` as an operator starts it, in its own session."""
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "apim_upgrade.cli", "rehearse", str(plan_path), "--keep-copies"],
+            [sys.executable, "-m", "commands.cli", "rehearse", str(plan_path), "--keep-copies"],
             cwd=ROOT,
             env=env,
             stdout=stdout,
@@ -77,7 +78,8 @@ class Chain:
             pytest.fail("the test is ending: no more runs")
         self.runs += 1
         stem = self.out_dir / f"{self.runs:02d}-{re.sub(r'[^a-z0-9]+', '-', label.lower())}"
-        proc = rehearse(self.plan_path, {**self.env, **(extra or {})}, Path(f"{stem}.out"), Path(f"{stem}.err"))
+        env = child_env({**self.env, **(extra or {})})
+        proc = rehearse(self.plan_path, env, Path(f"{stem}.out"), Path(f"{stem}.err"))
         self.live.append(proc)
         self.timeline.append([label, time.monotonic()])
         return proc
@@ -344,5 +346,3 @@ def crash_late_phases(chain: Chain, server: db.PgServer) -> None:
     chain.kill_at("after:cutover/start_control_plane_440")
     chain.kill_at("before:cutover/mark_phase_done")
     chain.run("to the end")
-
-

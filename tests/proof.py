@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apim_upgrade import db, queries
-from apim_upgrade.catalog import take_snapshot
 from apim_upgrade.plan import Plan
-from apim_upgrade.schema_diff import read_catalog
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.catalog import take_snapshot
+from apim_upgrade.postgres.schema_diff import read_catalog
 
 # The tables whose rows must be equal, per database role (names as in the DDL; matched
 # case-insensitively so WSO2's own upper-case DDL works too).

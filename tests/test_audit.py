@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import audit
-from apim_upgrade.cli import main
+from apim_upgrade.proof import audit
+from commands.cli import main
 
 
 def _trail(tmp_path: Path, n: int = 4) -> Path:

@@ -31,12 +31,12 @@ from typing import Any
 import pytest
 import tomli_w
 
-from apim_upgrade import db, history, queries, schema_runner
-from apim_upgrade.catalog import take_snapshot
-from apim_upgrade.cli import main
 from apim_upgrade.plan import load_plan
-from apim_upgrade.schema_diff import read_catalog
-from apim_upgrade.sqlscript import load_script
+from apim_upgrade.postgres import db, history, queries, schema_runner
+from apim_upgrade.postgres.catalog import take_snapshot
+from apim_upgrade.postgres.schema_diff import read_catalog
+from apim_upgrade.postgres.sqlscript import load_script
+from commands.cli import main
 from sandbox.create import create_sandbox, sandbox_secrets
 from sandbox.estate import drop_estate
 from sandbox.schema_sync import copy_at_version
@@ -782,7 +782,7 @@ def _run_subprocess(args: list[str]) -> tuple[int, str, str]:
             if PREFECT_API_URL.value():  # the test harness's API: no temporary server to start
                 env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
     proc = subprocess.run(
-        [sys.executable, "-m", "apim_upgrade.cli", *args],
+        [sys.executable, "-m", "commands.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -12,7 +12,7 @@ HEAVY = ("prefect", "great_expectations", "pandas", "sqlalchemy", "psycopg")
 # packages ended up imported, whatever the way `main` leaves (argparse exits).
 PROBE = """
 import json, sys
-from apim_upgrade.cli import main
+from commands.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit as exc:

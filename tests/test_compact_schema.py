@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from apim_upgrade.db import PgServer, execute, execute_script, fetch_all, session
+from apim_upgrade.postgres.db import PgServer, execute, execute_script, fetch_all, session
 from tests.conftest import SHARED_WSO2
 
 HERE = Path(__file__).resolve()

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import tomli_w
 
-from apim_upgrade import audit, db, history, nodes
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import db, history
+from apim_upgrade.proof import audit
+from apim_upgrade.wso2 import nodes
 from flows.cutover import cutover, rollback
 from flows.phases import run_phase
 from sandbox.nodes import CUSTOM_JAR, start_estate

@@ -20,15 +20,16 @@ import pytest
 import tomli_w
 from pydantic import SecretStr
 
-from apim_upgrade import audit, copies, db, queries, schema_runner
-from apim_upgrade.catalog import take_snapshot
 from apim_upgrade.errors import DatabaseUnavailable, PostgresUnavailable
-from apim_upgrade.pgserver import ServerHandle, start_throwaway
 from apim_upgrade.plan import Plan, load_plan
-from apim_upgrade.schema_diff import read_catalog
-from apim_upgrade.sqlscript import load_script
+from apim_upgrade.postgres import copies, db, queries, schema_runner
+from apim_upgrade.postgres.catalog import take_snapshot
+from apim_upgrade.postgres.schema_diff import read_catalog
+from apim_upgrade.postgres.sqlscript import load_script
+from apim_upgrade.proof import audit
 from flows.phases import run_phase
 from sandbox.create import create_sandbox
+from sandbox.pgserver import ServerHandle, start_throwaway
 from sandbox.schema_sync import copy_at_version, generate_upgrade_script
 from tests.conftest import unique
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import db, queries
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.schema_runner import UpgradeLocked, advisory_lock
 from apim_upgrade.rehearsal import rehearsal_suffix
-from apim_upgrade.schema_runner import UpgradeLocked, advisory_lock
 from sandbox.prefect_server import free_port, start_prefect_server, stop_prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]

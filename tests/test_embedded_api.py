@@ -14,7 +14,7 @@ PROBE = """
 import json, os, urllib.request
 from pathlib import Path
 import prefect.settings as ps
-from apim_upgrade.embedded_api import embedded_api
+from apim_upgrade.runtime.embedded_api import embedded_api
 
 def server_env(port):
     for entry in Path("/proc").iterdir():
@@ -61,7 +61,10 @@ def test_embedded_api_is_lean_keeps_operator_settings_and_stops(tmp_path: Path) 
 
 
 def test_a_configured_api_is_left_alone(tmp_path: Path) -> None:
-    probe = "from apim_upgrade.embedded_api import embedded_api\nwith embedded_api() as url:\n    print(repr(url))\n"
+    probe = (
+        "from apim_upgrade.runtime.embedded_api import embedded_api\n"
+        "with embedded_api() as url:\n    print(repr(url))\n"
+    )
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL="http://127.0.0.1:9/api")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

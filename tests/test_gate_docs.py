@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import db, gates
-from apim_upgrade.gates import Expectation, GateSpec, QueryAsset, build_pending_data_docs, run_gate
+from apim_upgrade.postgres import db
+from apim_upgrade.proof import gates
+from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset, build_pending_data_docs, run_gate
 
 SITE = Path("gx", "uncommitted", "data_docs", "local_site")
 
@@ -95,7 +96,7 @@ def test_pages_left_by_a_killed_run_are_rendered_by_the_next_build(
 def test_a_phase_without_gates_does_not_import_gx() -> None:
     """The phase-end hook of a rerun that gated nothing (verified copies) must not pay GX's import."""
     code = (
-        "import sys; from apim_upgrade.gates import build_pending_data_docs; build_pending_data_docs(); "
+        "import sys; from apim_upgrade.proof.gates import build_pending_data_docs; build_pending_data_docs(); "
         "print('great_expectations' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

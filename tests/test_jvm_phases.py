@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import audit, history
 from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.jvm import JvmRunFailed
 from apim_upgrade.plan import load_plan
-from apim_upgrade.schema_diff import diff_catalogs, read_catalog, reference_catalog
+from apim_upgrade.postgres import history
+from apim_upgrade.postgres.schema_diff import diff_catalogs, read_catalog, reference_catalog
+from apim_upgrade.proof import audit
+from apim_upgrade.wso2.jvm import JvmRunFailed
 from flows.phases import run_phase
 from sandbox.create import sandbox_secrets
 from tasks.jvm import PreMigrationFindings
@@ -154,7 +155,7 @@ def test_genuine_400_estate_ends_as_a_true_440(
 
 def test_leftover_server_is_stopped_only_when_it_serves_that_home(tmp_path: Path) -> None:
     """What a rerun does with wso2carbon.pid: stop that home's server, never a stranger."""
-    from apim_upgrade.jvm import PID_FILE, stop_leftover_server
+    from apim_upgrade.wso2.jvm import PID_FILE, stop_leftover_server
 
     home = tmp_path / "wso2am-4.2.0"
     home.mkdir()

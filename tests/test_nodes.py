@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from apim_upgrade import db, nodes, process
-from apim_upgrade.nodes import NodeError, NodeStatus
 from apim_upgrade.plan import GatewayGroup, NodeCommands, load_plan
+from apim_upgrade.postgres import db
+from apim_upgrade.runtime import process
+from apim_upgrade.wso2 import nodes
+from apim_upgrade.wso2.nodes import NodeError, NodeStatus
 from sandbox.distribution import MigrationKit, build_distribution, build_migration_kit, unpack_distribution
 
 JAVA_HOME = str(Path(os.path.realpath(shutil.which("java") or "/usr/bin/java")).parents[1])

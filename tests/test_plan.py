@@ -110,7 +110,7 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
 
 
 def test_cli_reports_plan_errors_with_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from apim_upgrade.cli import main
+    from commands.cli import main
 
     rc = main(["plan", "check", str(write(tmp_path, VALID + "\nextra = true\n"))])
     assert rc == 2

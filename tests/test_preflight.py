@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from apim_upgrade import db, preflight, queries
-from apim_upgrade.cli import main
+from apim_upgrade import preflight
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import db, queries
+from commands.cli import main
 from tests.conftest import unique
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import audit, copies, db, queries
-from apim_upgrade.catalog import Snapshot, take_snapshot
 from apim_upgrade.errors import GateFailed
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import copies, db, queries
+from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.proof import audit
 from flows.prepare_databases import prepare_databases
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import db, queries
-from apim_upgrade.schema_diff import CACHE_FORMAT, reference_catalog, user_cache_dir
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.schema_diff import CACHE_FORMAT, reference_catalog, user_cache_dir
 
 DDL = """
 CREATE TABLE am_thing (id integer PRIMARY KEY, name varchar(10) NOT NULL);
@@ -79,7 +79,7 @@ def test_corrupt_entry_is_rebuilt(
     [entry] = _entries(cache)
     for corrupt in (b"{not json", b'{"database": "x"}', b"\xff\xfe"):
         entry.write_bytes(corrupt)
-        with caplog.at_level(logging.WARNING, logger="apim_upgrade.schema_diff"):
+        with caplog.at_level(logging.WARNING, logger="apim_upgrade.postgres.schema_diff"):
             caplog.clear()
             assert reference_catalog(pg, ddl) == good
         assert "ignoring unreadable reference catalogue cache entry" in caplog.text
@@ -92,7 +92,7 @@ def test_unwritable_cache_only_warns(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")  # mkdir below it fails even for root
     monkeypatch.setenv("APIM_UPGRADE_CACHE_DIR", str(blocker / "cache"))
-    with caplog.at_level(logging.WARNING, logger="apim_upgrade.schema_diff"):
+    with caplog.at_level(logging.WARNING, logger="apim_upgrade.postgres.schema_diff"):
         catalog = reference_catalog(pg, _ddl(tmp_path))
     assert catalog.tables["am_thing"].primary_key == ["id"]
     assert "cannot write reference catalogue cache entry" in caplog.text

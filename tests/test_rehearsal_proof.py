@@ -34,10 +34,11 @@ from typing import Any
 import pytest
 import tomli_w
 
-from apim_upgrade import audit, cli, db, queries
-from apim_upgrade.failpoints import FILE_VARIABLE, POINT_VARIABLE
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.proof import audit
 from apim_upgrade.rehearsal import derive_rehearsal_plan
+from commands import cli
 from sandbox.create import create_sandbox, destroy_sandbox, sandbox_secrets
 from sandbox.demo import accept_invalid_apis
 from sandbox.nodes import standin_processes, stop_everything
@@ -50,6 +51,7 @@ from tests.crash_chain import (
     crash_late_phases,
     rehearse,
 )
+from tests.failpoints import FILE_VARIABLE, POINT_VARIABLE
 from tests.proof import differences, end_state, source_fingerprint
 
 # 'wso2carbon' (the 4.0.0 nodes' keystore password) is WSO2's public default and part of file

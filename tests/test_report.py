@@ -18,11 +18,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import tomli_w
 
-from apim_upgrade import audit
-from apim_upgrade.catalog import Snapshot
 from apim_upgrade.errors import AuditError
-from apim_upgrade.report import build_report, report_command
-from apim_upgrade.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
+from apim_upgrade.postgres.catalog import Snapshot
+from apim_upgrade.proof import audit
+from apim_upgrade.proof.report import build_report, report_command
+from apim_upgrade.proof.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
 
 PLAN = "prod-estate"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -372,7 +372,7 @@ def test_report_needs_no_plotting_library(work: Path, tmp_path: Path) -> None:
     """The report is built after every run: its charts are written as SVG, without importing matplotlib."""
     copy = shutil.copytree(work, tmp_path / "work")
     code = (
-        "import sys; from pathlib import Path; from apim_upgrade.report import build_report; "
+        "import sys; from pathlib import Path; from apim_upgrade.proof.report import build_report; "
         f"build_report(Path({str(copy)!r})); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL', 'numpy')))"
     )

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from apim_upgrade.db import PgServer, execute, execute_script, fetch_all, fetch_one, session
-from apim_upgrade.errors import SandboxError
+from apim_upgrade.postgres.db import PgServer, execute, execute_script, fetch_all, fetch_one, session
+from sandbox.errors import SandboxError
 from sandbox.estate import EstateSummary, build_estate, drop_estate
 
 COMPACT_APIM_TABLES = {

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import db
 from apim_upgrade.errors import DatabaseError
-from apim_upgrade.schema_diff import (
+from apim_upgrade.postgres import db
+from apim_upgrade.postgres.schema_diff import (
     ColumnDef,
     Difference,
     SchemaCatalog,

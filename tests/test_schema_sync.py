@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from apim_upgrade import db
-from apim_upgrade.errors import SandboxError
-from apim_upgrade.schema_diff import (
+from apim_upgrade.postgres import db
+from apim_upgrade.postgres.schema_diff import (
     SchemaCatalog,
     diff_catalogs,
     read_catalog,
     reference_catalog,
     scratch_database,
 )
+from sandbox.errors import SandboxError
 from sandbox.schema_sync import apply_sync, generate_upgrade_script, sync_statements
 from tests.conftest import SHARED_WSO2
 

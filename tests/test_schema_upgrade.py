@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from apim_upgrade import db, schema_runner
-from apim_upgrade.catalog import take_snapshot
-from apim_upgrade.cli import main
 from apim_upgrade.errors import ApimUpgradeError, GateFailed
 from apim_upgrade.plan import load_plan
-from apim_upgrade.schema_diff import read_catalog
+from apim_upgrade.postgres import db, schema_runner
+from apim_upgrade.postgres.catalog import take_snapshot
+from apim_upgrade.postgres.schema_diff import read_catalog
+from commands.cli import main
 from flows.phases import run_phase
 from sandbox.schema_sync import copy_at_version, generate_upgrade_script
 
@@ -224,7 +224,7 @@ def test_failed_gate_is_not_bypassed_by_a_rerun(at_420: Path, pg: db.PgServer, t
 def test_customised_source_is_reported_before_anything_starts(
     make_sandbox: Callable[..., Path], pg: db.PgServer, standin_scripts: dict[str, Path]
 ) -> None:
-    from apim_upgrade import audit
+    from apim_upgrade.proof import audit
 
     plan_path = make_sandbox()
     _write_section(

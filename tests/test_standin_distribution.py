@@ -30,9 +30,9 @@ import pytest
 import tomli_w
 from psycopg import sql
 
-from apim_upgrade import db
 from apim_upgrade.plan import load_plan
-from apim_upgrade.schema_diff import diff_catalogs, read_catalog, reference_catalog
+from apim_upgrade.postgres import db
+from apim_upgrade.postgres.schema_diff import diff_catalogs, read_catalog, reference_catalog
 from sandbox.distribution import MigrationKit, build_distribution, build_migration_kit, unpack_distribution
 
 JAVA_HOME = str(Path(os.path.realpath(shutil.which("java") or "/usr/bin/java")).parents[1])

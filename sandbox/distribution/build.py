@@ -26,9 +26,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apim_upgrade import process
-from apim_upgrade.errors import ApimUpgradeError, SandboxError
+from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.runtime import process
 from sandbox.distribution import pack_texts
+from sandbox.errors import SandboxError
 
 # Product version -> (carbon.apimgt.version, carbon.kernel.version), from product-apim's pom.xml.
 PACKS: dict[str, tuple[str, str]] = {

@@ -20,8 +20,8 @@ from urllib.parse import parse_qs
 
 from pydantic import SecretStr
 
-from apim_upgrade.db import PgServer
-from apim_upgrade.errors import SandboxError
+from apim_upgrade.postgres.db import PgServer
+from sandbox.errors import SandboxError
 
 JKS_MAGIC = b"\xfe\xed\xfe\xed"
 POSTGRES_DRIVER = "org.postgresql.Driver"

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from apim_upgrade import db
 from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.postgres import db
 from sandbox.distribution.config import Datasource
 from sandbox.distribution.registry import guard
 

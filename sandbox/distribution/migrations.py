@@ -15,11 +15,12 @@ from typing import Any
 
 from psycopg import sql
 
-from apim_upgrade import db
-from apim_upgrade.errors import DatabaseError, SandboxError
+from apim_upgrade.errors import DatabaseError
+from apim_upgrade.postgres import db
 from sandbox.distribution.config import Datasource
 from sandbox.distribution.registry import guard
 from sandbox.distribution.runtime import Context, ServerExit
+from sandbox.errors import SandboxError
 
 APIM_DDL = Path("apimgt") / "postgresql.sql"
 SHARED_DDL = Path("postgresql.sql")

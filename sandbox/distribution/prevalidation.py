@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apim_upgrade import db
 from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.postgres import db
 from sandbox.distribution.registry import ApiArtifact, Tenant, guard, load_api_artifacts, load_tenants
 from sandbox.distribution.runtime import Context, ServerExit
 

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from apim_upgrade import db
 from apim_upgrade.errors import DatabaseError
+from apim_upgrade.postgres import db
 from sandbox.distribution.config import Datasource
 
 SUPER_TENANT = (-1234, "carbon.super")

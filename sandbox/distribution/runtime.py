@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from apim_upgrade.errors import SandboxError
 from sandbox.distribution.config import ServerConfig
 from sandbox.distribution.console import Console
+from sandbox.errors import SandboxError
 
 FAIL_VARIABLE = "APIM_STANDIN_FAIL"
 FAIL_STEP_VARIABLE = "APIM_STANDIN_FAIL_STEP"

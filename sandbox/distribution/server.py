@@ -23,8 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from apim_upgrade import db
-from apim_upgrade.errors import ApimUpgradeError, SandboxError
+from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.postgres import db
 from sandbox.distribution import http_api
 from sandbox.distribution.api_client import api_client_present, run_api_migration
 from sandbox.distribution.config import StartupError, check_jdbc_drivers, check_keystores, load_config
@@ -40,6 +40,7 @@ from sandbox.distribution.runtime import (
     ServerExit,
     ShutdownRequested,
 )
+from sandbox.errors import SandboxError
 
 PRODUCT = "WSO2 API Manager"
 HTTPS_PORT = 9443

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apim_upgrade.config_render import env, flatten, jdbc_url
-from apim_upgrade.distribution import DistributionError
 from apim_upgrade.plan import Plan, Target440Section
+from apim_upgrade.wso2.config_render import env, flatten, jdbc_url
+from apim_upgrade.wso2.distribution import DistributionError
 
 # Keys of a 4.0.0 deployment.toml that 4.4.0 no longer reads (from the products' default
 # files, shared/wso2/conf/, and the 4.1.0 analytics rework): dotted path -> why.

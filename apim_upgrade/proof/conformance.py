@@ -13,9 +13,9 @@ from pathlib import Path
 
 from psycopg import sql
 
-from apim_upgrade import db
-from apim_upgrade.gates import Expectation, GateSpec, QueryAsset
-from apim_upgrade.schema_diff import Difference, SchemaCatalog, diff_catalogs, read_catalog, reference_catalog
+from apim_upgrade.postgres import db
+from apim_upgrade.postgres.schema_diff import Difference, SchemaCatalog, diff_catalogs, read_catalog, reference_catalog
+from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset
 
 DDL_FOR_ROLE = {"apim": Path("apimgt") / "postgresql.sql", "shared": Path("postgresql.sql")}
 

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from apim_upgrade import db, queries
-from apim_upgrade.audit import default_actor
 from apim_upgrade.errors import ApimUpgradeError, DatabaseUnavailable
-from apim_upgrade.sqlscript import Script, ScriptError, Statement
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.sqlscript import Script, ScriptError, Statement
+from apim_upgrade.proof.audit import default_actor
 
 # Prefix of the application_name of the session applying a script (seen in pg_stat_activity).
 SCRIPT_APPLICATION_NAME = "apim-upgrade script"

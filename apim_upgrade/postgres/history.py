@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from apim_upgrade import db, queries
-from apim_upgrade.catalog import Snapshot
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.catalog import Snapshot
 
 
 def mark_done(

@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from apim_upgrade import db, queries
 from apim_upgrade.errors import AuditError
+from apim_upgrade.postgres import db, queries
 
 GENESIS = "0" * 64
 _SECRET_KEYS = ("password", "secret", "token_value", "passphrase", "private_key", "dsn")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apim_upgrade import db
+from apim_upgrade.postgres import db
 
 # GX reads the password from the environment at run time (`${VAR}` in the
 # connection string), so it is never written into GX's project files.

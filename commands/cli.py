@@ -85,8 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _prefect_api() -> AbstractContextManager[str | None]:
     """Flows run against the configured Prefect API, else an embedded one started now (after the
-    fail-fast checks): apim_upgrade/embedded_api.py."""
-    from apim_upgrade.embedded_api import embedded_api
+    fail-fast checks): apim_upgrade/runtime/embedded_api.py."""
+    from apim_upgrade.runtime.embedded_api import embedded_api
 
     return embedded_api()
 
@@ -126,7 +126,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from apim_upgrade.report import report_command
+    from apim_upgrade.proof.report import report_command
 
     print(f"report: {report_command(Path(args.path))}")
     return 0
@@ -138,7 +138,7 @@ def _print_outputs(work_dir: Path) -> None:
     if docs.exists():
         print(f"Data Docs:   {docs}")
     if (work_dir / "audit.jsonl").exists():
-        from apim_upgrade.report import build_report
+        from apim_upgrade.proof.report import build_report
 
         print(f"report:      {build_report(work_dir)}")
 
@@ -151,8 +151,8 @@ def _audit_file(path: Path) -> Path:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from apim_upgrade import audit
     from apim_upgrade.plan import load_plan
+    from apim_upgrade.proof import audit
 
     plan = load_plan(args.plan) if args.plan else None
     if args.path is None and plan is None:
@@ -172,8 +172,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from apim_upgrade import audit
     from apim_upgrade.plan import load_plan
+    from apim_upgrade.proof import audit
 
     plan = load_plan(args.plan)
     records = audit.read_records(plan.audit_path)
@@ -207,9 +207,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox_create(args: argparse.Namespace) -> int:
-    from apim_upgrade import db
-    from apim_upgrade.pgserver import find_server
+    from apim_upgrade.postgres import db
     from sandbox.create import create_sandbox
+    from sandbox.pgserver import find_server
 
     server = db.PgServer.from_dsn(args.pg_dsn) if args.pg_dsn else find_server(allow_throwaway=False).server
     plan_path, summary = create_sandbox(

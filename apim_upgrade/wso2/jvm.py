@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.process import ProcessFailed, Supervised, group_alive, terminate_group
+from apim_upgrade.runtime.process import ProcessFailed, Supervised, group_alive, terminate_group
 
 SERVER_UP = re.compile(r"WSO2 Carbon started in (\d+) sec")
 ERROR_LINE = re.compile(r"^\[[0-9: ,-]+\]\s+(ERROR|FATAL)\s+-\s+(.*)$")

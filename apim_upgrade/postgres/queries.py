@@ -196,27 +196,6 @@ def audit_hashes() -> sql.Composed:
 HISTORY_TABLE_EXISTS = "SELECT to_regclass('apim_upgrade.audit_log') IS NOT NULL"
 
 
-SANDBOX_ROLE_COMMENT = "apim-upgrade sandbox role"
-ROLE_INFO = "SELECT rolcanlogin AND rolcreatedb, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s"
-
-
-def create_role(name: str) -> sql.Composed:
-    """The sandbox's stand-in for wso2_apim: owns the estate, and the stand-in JVM logs in as it.
-
-    CREATEDB only because the stand-in server loads its pack's DDL into a scratch
-    database to know the target schema; WSO2's own user needs no such right.
-    """
-    return sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(name))
-
-
-def allow_login(name: str) -> sql.Composed:
-    return sql.SQL("ALTER ROLE {} LOGIN CREATEDB").format(sql.Identifier(name))
-
-
-def comment_on_role(name: str, comment: str) -> sql.Composed:
-    return sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
-
-
 # --- completed steps (resume truth, inside the target API-M database) ---------------
 # Unlike audit_log (a mirror of the whole trail), this table only ever holds steps
 # that ran against *this* database: a rebuilt copy starts with it empty.
@@ -255,7 +234,7 @@ def select_completed_step() -> sql.Composed:
 COMPLETED_STEPS_EXISTS = "SELECT to_regclass('apim_upgrade.completed_steps') IS NOT NULL"
 
 
-# --- schema conformance: catalogue reads for apim_upgrade.schema_diff --------------
+# --- schema conformance: catalogue reads for apim_upgrade.postgres.schema_diff --------------
 # All four read one schema (``%s``); run them in one snapshot after
 # CATALOG_SEARCH_PATH, so regclass defaults such as nextval('x'::regclass) print
 # unqualified for sequences of that schema, as they do in a freshly loaded WSO2 DDL.

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from apim_upgrade import process
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import GatewayGroup, NodeCommands
+from apim_upgrade.runtime import process
 
 NodeState = Literal["untouched", "stopping", "stopped", "starting", "healthy", "failed"]
 PAGE_SIZE = 100  # publisher listing page; the product's default is 25

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from apim_upgrade import db, queries
-from apim_upgrade.db import PgServer
 from apim_upgrade.errors import DatabaseError
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.db import PgServer
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import json
 from enum import Enum
 from typing import Any
 
-from apim_upgrade import db, queries
 from apim_upgrade.errors import DatabaseError
 from apim_upgrade.plan import Plan
+from apim_upgrade.postgres import db, queries
 
 MARKER_PREFIX = "apim-upgrade:"
 # application_name of the session running CREATE DATABASE (seen in pg_stat_activity).

@@ -7,16 +7,21 @@ and is ours.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from apim_upgrade import audit, db, failpoints, queries
-from apim_upgrade.copies import read_marker
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import Plan
+from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.copies import read_marker
+from apim_upgrade.proof import audit
+
+# Raised (sys.audit) at every step boundary; crash tests hook it to stop a run exactly there.
+STEP_EVENT = "apim_upgrade.step"
 
 
 @dataclass
@@ -72,7 +77,7 @@ def audited_step(
     attempt = current_task_attempt()
     if attempt > 1:  # a retry after a transient failure: the trail shows the failed attempt, then this one
         record.details["attempt"] = attempt
-    failpoints.reached("before", phase, step)  # crash tests only (unset otherwise)
+    sys.audit(STEP_EVENT, "before", phase, step)  # a no-op unless a hook listens (crash tests)
     try:
         yield record
     except BaseException as exc:
@@ -98,7 +103,7 @@ def audited_step(
         **common,
     )
     _mirror_to_database(plan)
-    failpoints.reached("after", phase, step)
+    sys.audit(STEP_EVENT, "after", phase, step)
 
 
 def _mirror_to_database(plan: Plan) -> None:

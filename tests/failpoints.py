@@ -1,5 +1,10 @@
 """Crash-test failpoints: a named step boundary at which the process announces itself and waits.
 
+Test harness only. The product raises a standard audit event at every step boundary
+(``sys.audit("apim_upgrade.step", when, phase, step)``: a no-op unless a hook is
+installed); ``tests/failpoint_site/sitecustomize.py`` installs :func:`hook` in the
+processes a crash test starts (it puts that folder on their ``PYTHONPATH``).
+
 Step boundaries pass in milliseconds, so a test watching from outside cannot kill the
 process reliably *between* two steps. With ``APIM_UPGRADE_FAILPOINT`` set to
 ``before:<phase>/<step>`` or ``after:<phase>/<step>`` (optionally ``#n``: the n-th time
@@ -22,6 +27,23 @@ FILE_VARIABLE = "APIM_UPGRADE_FAILPOINT_FILE"
 
 _seen: Counter[str] = Counter()
 _lock = threading.Lock()
+
+
+EVENT = "apim_upgrade.step"
+SITE_DIR = Path(__file__).with_name("failpoint_site")
+
+
+def hook(event: str, args: tuple[object, ...]) -> None:
+    """A ``sys.addaudithook`` hook: blocks at the requested step boundary."""
+    if event == EVENT:
+        when, phase, step = (str(a) for a in args)
+        reached(when, phase, step)
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the failpoint hook installed in the child Python process."""
+    paths = [str(SITE_DIR), *filter(None, env.get("PYTHONPATH", "").split(":"))]
+    return {**env, "PYTHONPATH": ":".join(paths)}
 
 
 def reached(when: str, phase: str, step: str) -> None:

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from apim_upgrade.errors import ApimUpgradeError
-from apim_upgrade.pgserver import free_port
-from apim_upgrade.process import Supervised
+from apim_upgrade.runtime.ports import free_port
+from apim_upgrade.runtime.process import Supervised
 
 # Prefect settings (names as environment variables) and the values embedded mode uses.
 DEFAULTS: dict[str, Any] = {
@@ -103,7 +103,6 @@ def _wait_healthy(server: Supervised, url: str, timeout: float) -> None:
         f"{'at start-up' if ended else f'within {timeout:.0f} s'} ({tail[-1500:]}); "
         "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or set PREFECT_API_URL to a running Prefect server"
     )
-
 
 
 def _prefect_dir() -> Any:

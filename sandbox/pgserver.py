@@ -15,8 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from apim_upgrade import db, process
 from apim_upgrade.errors import ApimUpgradeError, PostgresUnavailable
+from apim_upgrade.postgres import db
+from apim_upgrade.runtime import process
+from apim_upgrade.runtime.ports import free_port
 
 DSN_VARIABLE = "APIM_UPGRADE_PG_DSN"
 HOW_TO_PROVIDE = (
@@ -137,10 +139,3 @@ def start_throwaway() -> ServerHandle:
         handle.stop()
         raise PostgresUnavailable(f"started a throwaway cluster in {base} but cannot connect; {HOW_TO_PROVIDE}")
     return handle
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from apim_upgrade import db, queries
+from apim_upgrade.postgres import db, queries
 
 
 class Column(BaseModel):

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from apim_upgrade import audit
-from apim_upgrade.audit import AuditRecord
-from apim_upgrade.catalog import Snapshot
 from apim_upgrade.errors import AuditError
-from apim_upgrade.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
+from apim_upgrade.postgres.catalog import Snapshot
+from apim_upgrade.proof import audit
+from apim_upgrade.proof.audit import AuditRecord
+from apim_upgrade.proof.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
 
 DATA_DOCS = Path("gx", "gx", "uncommitted", "data_docs", "local_site", "index.html")
 FINDINGS_CSV = Path("reports", "pre-migration-findings.csv")
