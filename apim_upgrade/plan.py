@@ -12,12 +12,21 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from apim_upgrade.errors import PlanError
-from apim_upgrade.postgres.db import PgServer
+from apim_upgrade.postgres.address import PgServer
 
 # PostgreSQL silently truncates longer identifiers: a truncated target name
 # could collide with another database, so refuse it up front.
@@ -317,6 +326,7 @@ class Plan(_Section):
     # Set by load_plan, not by the file.
     source_path: Path | None = Field(None, exclude=True)
     digest: str = Field("", exclude=True, description="SHA-256 of the plan file bytes.")
+    _server: PgServer | None = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -326,19 +336,41 @@ class Plan(_Section):
         return data
 
     def server(self) -> PgServer:
-        """The maintenance server, with its password resolved at call time."""
-        return PgServer(
-            host=self.postgres.host,
-            port=self.postgres.port,
-            user=self.postgres.user,
-            password=_resolve_password(self.postgres),
-            sslmode=self.postgres.sslmode,
-            connect_timeout=self.postgres.connect_timeout,
-        )
+        """The maintenance server; its password is resolved on first use, once per loaded plan."""
+        if self._server is None:
+            self._server = PgServer(
+                host=self.postgres.host,
+                port=self.postgres.port,
+                user=self.postgres.user,
+                password=_resolve_password(self.postgres),
+                sslmode=self.postgres.sslmode,
+                connect_timeout=self.postgres.connect_timeout,
+            )
+        return self._server
+
+    @overload
+    def section(self, name: Literal["migration_environment"]) -> MigrationEnvironmentSection: ...
+    @overload
+    def section(self, name: Literal["schema_upgrade"]) -> SchemaUpgradeSection: ...
+    @overload
+    def section(self, name: Literal["target_440"]) -> Target440Section: ...
+    @overload
+    def section(self, name: Literal["cutover"]) -> CutoverSection: ...
+    def section(self, name: str) -> Any:
+        """An optional section a step needs; its absence is one line naming the section and the file."""
+        value = getattr(self, name)
+        if value is None:
+            raise PlanError(f"{self.source_path or 'the plan'} has no [{name}] section; add it to run this step")
+        return value
 
     @property
     def audit_path(self) -> Path:
         return self.work_dir / "audit.jsonl"
+
+
+# A Secret block is one Prefect API call: read once per process (a CLI run, or one flow run
+# of a process worker) and shared by every phase of that run.
+_SECRET_BLOCKS: dict[str, SecretStr] = {}
 
 
 def _resolve_password(section: PostgresSection) -> SecretStr | None:
@@ -351,6 +383,9 @@ def _resolve_password(section: PostgresSection) -> SecretStr | None:
             )
         return SecretStr(value)
     if section.password_secret_block:
+        cached = _SECRET_BLOCKS.get(section.password_secret_block)
+        if cached is not None:
+            return cached
         from prefect.blocks.system import Secret  # imported late: needs a Prefect API
 
         try:
@@ -362,7 +397,9 @@ def _resolve_password(section: PostgresSection) -> SecretStr | None:
                 "`prefect block create secret` or point the plan at another block"
             ) from None
         secret: Any = block
-        return SecretStr(str(secret.get()))
+        resolved = SecretStr(str(secret.get()))
+        _SECRET_BLOCKS[section.password_secret_block] = resolved
+        return resolved
     return None
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apim_upgrade.errors import ApimUpgradeError, PreflightError
+from apim_upgrade.phases import PhaseInput, inputs_of
 from apim_upgrade.plan import MigrationEnvironmentSection, Plan
 from apim_upgrade.postgres import db, queries, sqlscript
 from apim_upgrade.postgres.copies import CopyState, copy_state
@@ -25,9 +26,6 @@ DISK_HEADROOM = 1.2
 # Below this the run would die half-way writing its audit trail, snapshots or the 4.2.0 home.
 MIN_WORK_DIR_FREE = 64 * 1024 * 1024
 MIGRATION_VERSION = "4.2.0"  # the pack the migration environment must be built from
-# Phases that start the 4.2.0 JVM: its secrets must be in the environment.
-JVM_PHASES = {"migration-environment", "identity-migration", "api-pre-migration", "api-migration"}
-ALL_INPUT_PHASES = JVM_PHASES | {"schema-upgrade"}  # the phases whose inputs check_phase_inputs knows
 
 
 @dataclass(frozen=True)
@@ -172,7 +170,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
     return PreflightReport(findings, sessions)
 
 
-def check_phase_inputs(plan: Plan, phases: list[str]) -> None:
+def check_phase_inputs(plan: Plan, phases: list[str] | tuple[str, ...]) -> None:
     """The files, variables and scripts the selected phases need, checked before anything is written.
 
     Without this a wrong pack or a missing keystore is found only after the copies were
@@ -182,9 +180,9 @@ def check_phase_inputs(plan: Plan, phases: list[str]) -> None:
     """
     from apim_upgrade.postgres.schema_runner import check_order  # late: schema_runner is a heavier import
 
-    selected = set(phases)
+    inputs = inputs_of(phases)
     section = plan.schema_upgrade
-    if section is not None and "schema-upgrade" in selected:
+    if section is not None and PhaseInput.VENDOR_SCRIPTS in inputs:
         scripts = [sqlscript.load_script(s.path, s.from_version, s.to_version) for s in section.scripts]
         check_order(scripts, section.start_version)
     problems: list[str] = []
@@ -192,16 +190,16 @@ def check_phase_inputs(plan: Plan, phases: list[str]) -> None:
     if work_dir.severity == "error":
         problems.append(f"{work_dir.check}: {work_dir.message}")
     me = plan.migration_environment
-    if me is not None and "migration-environment" in selected:
+    if me is not None and PhaseInput.MIGRATION_HOME in inputs:
         problems += _environment_problems(me)
-    if me is not None and selected & JVM_PHASES:
+    if me is not None and PhaseInput.JVM_SECRETS in inputs:
         missing = [n for n in me.secret_variables() if n not in os.environ]
         if missing:
             problems.append(
                 f"secrets: environment variable(s) {', '.join(missing)} (named in [migration_environment]) "
                 "are not set; export them before running the JVM phases"
             )
-    if section is not None and "schema-upgrade" in selected:
+    if section is not None and PhaseInput.VENDOR_SCRIPTS in inputs:
         folders: list[tuple[str, Path | None]] = [("schema_upgrade.target_dbscripts", section.target_dbscripts)]
         folders += [(f"schema_upgrade.scripts[{i}].dbscripts", s.dbscripts) for i, s in enumerate(section.scripts)]
         for key, folder in folders:

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from apim_upgrade.errors import ApimUpgradeError, AuditError, PreflightError, hide_known_tracebacks
+from apim_upgrade.phases import NAMES as PHASE_NAMES
 
 # Quiet, local defaults; an operator's own settings win.
 for _var, _value in (
@@ -37,8 +38,9 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> No
 
 
 def cmd_plan_check(args: argparse.Namespace) -> int:
+    from apim_upgrade import phases
     from apim_upgrade.plan import load_plan
-    from apim_upgrade.preflight import ALL_INPUT_PHASES, check_phase_inputs, run_preflight
+    from apim_upgrade.preflight import check_phase_inputs, run_preflight
 
     plan = load_plan(args.plan)
     print(f"plan '{plan.name}' ({plan.source_path}) is valid; strategy {plan.strategy.value}")
@@ -47,7 +49,7 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
         print(finding.line())
     if not report.ok:
         raise PreflightError([f"{f.check}: {f.message}" for f in report.errors])
-    check_phase_inputs(plan, sorted(ALL_INPUT_PHASES))
+    check_phase_inputs(plan, phases.NAMES)
     print("preflight passed")
     return 0
 
@@ -56,19 +58,20 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from apim_upgrade import phases
     from apim_upgrade.plan import load_plan
     from apim_upgrade.preflight import check_phase_inputs
-    from flows.phases import check_phase, run_phase, select_phases
+    from flows.phases import run_phase
 
     plan = load_plan(args.plan)  # fail fast, before Prefect starts
     if args.phase and (args.from_phase or args.until_phase):
         raise ApimUpgradeError("give either --phase or --from/--until, not both")
-    selected = [args.phase] if args.phase else select_phases(args.from_phase, args.until_phase)
+    selected = [args.phase] if args.phase else phases.select(args.from_phase, args.until_phase)
     for name in selected:
-        check_phase(plan, name)
+        phases.check_runnable(plan, phases.get(name).name)
     check_phase_inputs(plan, selected)  # packs, keystores, scripts: before anything is written
     if args.dry_run:
-        if selected != ["schema-upgrade"]:
+        if selected != [phases.SCHEMA_UPGRADE.name]:
             raise ApimUpgradeError("--dry-run is supported for --phase schema-upgrade; add --phase schema-upgrade")
         from flows.schema_upgrade import dry_run
 
@@ -92,13 +95,13 @@ def _prefect_api() -> AbstractContextManager[str | None]:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
+    from apim_upgrade import phases
     from apim_upgrade.plan import load_plan
     from apim_upgrade.preflight import check_phase_inputs
-    from flows.phases import select_phases
     from flows.upgrade_apim import upgrade_apim
 
     plan = load_plan(args.plan)  # fail fast, before Prefect starts
-    check_phase_inputs(plan, select_phases(args.from_phase, args.until_phase))
+    check_phase_inputs(plan, phases.select(args.from_phase, args.until_phase))
     with _prefect_api():
         results = upgrade_apim(
             plan=str(Path(args.plan).resolve()),
@@ -287,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("run", cmd_run, sub, "run the upgrade phases of a plan (all, --phase NAME, or --from/--until)")
     sp.add_argument("plan")
-    sp.add_argument("--phase")
+    sp.add_argument("--phase", help=f"one phase: {', '.join(PHASE_NAMES)}")
     sp.add_argument("--from", dest="from_phase", help="first phase to run")
     sp.add_argument("--until", dest="until_phase", help="last phase to run")
     sp.add_argument(

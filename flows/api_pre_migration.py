@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from apim_upgrade.phases import API_PRE_MIGRATION
 from apim_upgrade.plan import load_plan
 from tasks.gates import DATA_DOCS_HOOKS, validate_unchanged
 from tasks.jvm import (
@@ -15,7 +16,7 @@ from tasks.jvm import (
     snapshot_targets,
 )
 
-PHASE = "api-pre-migration"
+PHASE = API_PRE_MIGRATION.name
 
 
 @flow(name=PHASE, on_completion=DATA_DOCS_HOOKS, on_failure=DATA_DOCS_HOOKS, on_crashed=DATA_DOCS_HOOKS)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
+from apim_upgrade.phases import CLEANUP
 from apim_upgrade.plan import load_plan
 from tasks.jvm import check_phase_done, discard_migration_home, mark_phase_done
 
-PHASE = "cleanup"
+PHASE = CLEANUP.name
 
 
 @flow(name=PHASE)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
+from apim_upgrade.phases import CONFIGURE_440
 from apim_upgrade.plan import load_plan
 from tasks.configure import carry_over_customisations, render_deployment_toml_440
 
-PHASE = "configure-440"
+PHASE = CONFIGURE_440.name
 
 
 @flow(name=PHASE)

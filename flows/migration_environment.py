@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from apim_upgrade.phases import MIGRATION_ENVIRONMENT
 from apim_upgrade.plan import load_plan
 from tasks.environment import (
     check_copies_verified,
@@ -16,7 +17,7 @@ from tasks.environment import (
 )
 
 
-@flow(name="migration-environment")
+@flow(name=MIGRATION_ENVIRONMENT.name)
 def migration_environment(plan_path: str) -> str:
     """Unpack the pack, render deployment.toml, add the driver and keystores, check it all."""
     plan = load_plan(plan_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from apim_upgrade.phases import PREPARE_DATABASES
 from apim_upgrade.plan import load_plan
 from apim_upgrade.proof.gates import prewarm as prewarm_gates
 from tasks.databases import (
@@ -18,7 +19,7 @@ from tasks.schema import check_conformance
 
 
 @flow(
-    name="prepare-databases",
+    name=PREPARE_DATABASES.name,
     log_prints=True,
     on_completion=DATA_DOCS_HOOKS,
     on_failure=DATA_DOCS_HOOKS,
@@ -39,7 +40,7 @@ def prepare_databases(plan_path: str, terminate_connections: bool = False) -> di
             "source-400",
             databases="source",
             fail=False,
-            phase="prepare-databases",
+            phase=PREPARE_DATABASES.name,
         )
     outcome: dict[str, str] = {}
     for role in plan.databases.roles():

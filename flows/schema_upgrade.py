@@ -16,7 +16,6 @@ from tasks.schema import (
     check_script_history,
     check_script_validated,
     load_sql_scripts,
-    schema_section,
     snapshot_target,
     validate_script,
 )
@@ -27,7 +26,7 @@ def schema_upgrade(plan_path: str, rebaseline: bool = False) -> str:
     """Apply each pending script in order, each in one transaction, gated before and after."""
     plan = load_plan(plan_path)
     prewarm_gates()  # GX imports in the background while scripts are read, checked and applied
-    section = schema_section(plan)
+    section = plan.section("schema_upgrade")
     scripts = load_sql_scripts(plan)
     holder = f"apim-upgrade {plan.name} schema-upgrade"
     with schema_runner.upgrade_lock(plan.server(), plan.databases.apim.target, holder) as lock:
@@ -56,7 +55,7 @@ def dry_run(plan_path: str) -> list[str]:
     from apim_upgrade.postgres.sqlscript import load_script
 
     plan = load_plan(plan_path)
-    section = schema_section(plan)
+    section = plan.section("schema_upgrade")
     scripts = [load_script(s.path, s.from_version, s.to_version) for s in section.scripts]
     schema_runner.check_order(scripts, section.start_version)
     statuses = schema_runner.statuses_for(plan.server(), plan.databases.apim.target, scripts)

@@ -6,23 +6,14 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
+from apim_upgrade import phases as registry
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres.schema_runner import advisory_lock
 from apim_upgrade.preflight import check_phase_inputs
-from flows.phases import PHASES, REQUIRED_SECTION, run_phase, select_phases
+from flows.phases import run_phase
 from tasks.jvm import check_phase_done
 from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan
 from tasks.report import publish_report
-
-# Phases that record their completion in the API-M copy (apim_upgrade.completed_steps).
-RECORDS_COMPLETION = {
-    "identity-migration",
-    "api-pre-migration",
-    "api-migration",
-    "cleanup",
-    "schema-upgrade",
-    "cutover",
-}
 
 
 @flow(name="upgrade-apim")
@@ -42,7 +33,7 @@ def upgrade_apim(
     """
     logger = get_run_logger()
     estate = load_plan(plan)
-    phases = select_phases(from_phase, until_phase)
+    phases = registry.select(from_phase, until_phase)
     # Packs, keystores, scripts and secrets of the phases the plan can run: before anything is written.
     check_phase_inputs(estate, phases)
     # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
@@ -57,16 +48,16 @@ def upgrade_apim(
         results: dict[str, str] = {}
         for name in phases:
             lock.ensure()  # a server restart during the previous phase released it
-            section = REQUIRED_SECTION.get(name)
-            if section and getattr(the_plan, section) is None:
+            section = registry.missing_section(the_plan, name)
+            if section is not None:
                 logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
                 results[name] = f"skipped (no [{section}])"
                 continue
-            if name in RECORDS_COMPLETION and check_phase_done(the_plan, name):
+            if registry.get(name).records_completion and check_phase_done(the_plan, name):
                 results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
                 continue
             results[name] = str(run_phase(name, the_plan))
-        if mode == "rehearsal" and not keep_copies and phases[-1] == list(PHASES)[-1]:
+        if mode == "rehearsal" and not keep_copies and phases[-1] == registry.NAMES[-1]:
             results["rehearsal-copies"] = drop_rehearsal_copies(the_plan)
         results["report"] = publish_report(the_plan)
     return results

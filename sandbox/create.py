@@ -15,6 +15,7 @@ import tomli_w
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db, queries
+from apim_upgrade.wso2.distribution import ddl_file
 from sandbox import queries as sandbox_queries
 from sandbox.errors import SandboxError
 from sandbox.estate import EstateSummary, build_estate, drop_estate
@@ -237,8 +238,8 @@ def _schema_upgrade(directory: Path, server: db.PgServer, dbscripts: Path | None
         out.parent.mkdir(parents=True, exist_ok=True)
         generate_upgrade_script(
             server,
-            directory / "dbscripts" / old / "apimgt" / "postgresql.sql",
-            directory / "dbscripts" / new / "apimgt" / "postgresql.sql",
+            ddl_file(directory / "dbscripts" / old, "apim"),
+            ddl_file(directory / "dbscripts" / new, "apim"),
             out,
             title=f"WSO2 API-M {old} -> {new} (API-M database)",
         )
@@ -265,7 +266,7 @@ def _pack_dbscripts(dbscripts: Path | None, version: str) -> Path | None:
     if version == "4.0.0":
         return Path(dbscripts).resolve()
     sibling = Path(dbscripts).resolve().parent / version
-    if not (sibling / "apimgt" / "postgresql.sql").is_file():
+    if not ddl_file(sibling, "apim").is_file():
         raise SandboxError(
             f"--dbscripts {dbscripts}: the {version} DDL is expected beside it at {sibling} "
             "(a folder per version, like shared/wso2/dbscripts/); add it or omit --dbscripts"

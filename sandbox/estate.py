@@ -34,6 +34,7 @@ from apim_upgrade.postgres.db import (
     fetch_one,
     session,
 )
+from apim_upgrade.wso2.distribution import APIM_DDL, SHARED_DDL
 from sandbox.errors import SandboxError
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ MAX_SCALE = 10_000  # 100 million tokens: far beyond any sensible rehearsal
 _PG_MAX_IDENTIFIER_BYTES = 63  # longer names are silently truncated by PostgreSQL
 
 # Paths inside a product pack's dbscripts/ folder (see shared/wso2/README.md).
-APIM_DDL = Path("apimgt") / "postgresql.sql"
-SHARED_DDL = Path("postgresql.sql")
 
 
 @dataclass(frozen=True)

@@ -7,26 +7,21 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from apim_upgrade.errors import ApimUpgradeError, PlanError
-from apim_upgrade.plan import Plan, Target440Section
+from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.phases import CONFIGURE_440
+from apim_upgrade.plan import Plan
 from apim_upgrade.proof.steps import audited_step
 from apim_upgrade.wso2 import config_440, config_render
 from apim_upgrade.wso2.distribution import CONF_FILE
 from tasks.retry import retryable_task
 
-PHASE = "configure-440"
+PHASE = CONFIGURE_440.name
 PACK_DEFAULT = "deployment.toml.pack-default"
-
-
-def target_section(plan: Plan) -> Target440Section:
-    if plan.target_440 is None:
-        raise PlanError("the plan has no [target_440] section; add it to configure the 4.4.0 home")
-    return plan.target_440
 
 
 @retryable_task("carry_over_customisations")
 def carry_over_customisations(plan: Plan) -> list[dict[str, str]]:
-    target = target_section(plan)
+    target = plan.section("target_440")
     with audited_step(plan, PHASE, "carry_over_customisations", {"items": target.carry_over}) as rec:
         config_440.check_homes(target)
         results = config_440.carry_over(target.old_home, target.home, target.carry_over, target.conflict_policy)
@@ -52,7 +47,7 @@ def carry_over_customisations(plan: Plan) -> list[dict[str, str]]:
 @retryable_task("render_deployment_toml_440")
 def render_deployment_toml_440(plan: Plan) -> dict[str, Any]:
     """The estate's 4.0.0 settings on 4.4.0's structure; re_indexing raised by one."""
-    target = target_section(plan)
+    target = plan.section("target_440")
     conf = target.home / CONF_FILE
     pack_default = conf.with_name(PACK_DEFAULT)
     with audited_step(plan, PHASE, "render_deployment_toml", {"home": str(target.home)}) as rec:

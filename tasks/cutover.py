@@ -9,8 +9,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from apim_upgrade.errors import ApimUpgradeError, PlanError
-from apim_upgrade.plan import CutoverSection, Plan, Strategy
+from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.phases import CUTOVER
+from apim_upgrade.plan import Plan, Strategy
 from apim_upgrade.postgres import db
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.proof.steps import audited_step
@@ -18,7 +19,7 @@ from apim_upgrade.wso2 import nodes
 from tasks.gates import comparison_rows
 from tasks.retry import retryable_task
 
-PHASE = "cutover"
+PHASE = CUTOVER.name
 AM_APIS = "SELECT api_name, api_version FROM am_api"
 
 
@@ -36,16 +37,10 @@ class CutoverDecision(RunInput):
     reason: str = ""
 
 
-def cutover_section(plan: Plan) -> CutoverSection:
-    if plan.cutover is None:
-        raise PlanError("the plan has no [cutover] section; add the control-plane and gateway commands")
-    return plan.cutover
-
-
 @retryable_task("check_source_drift")
 def check_source_drift(plan: Plan) -> list[dict[str, object]]:
     """Compare the sources now with the snapshot taken when they were copied."""
-    section = cutover_section(plan)
+    section = plan.section("cutover")
     server = plan.server()
     changed: list[dict[str, object]] = []
     with audited_step(plan, PHASE, "check_source_drift", {"accept_drift": section.accept_drift}) as rec:
@@ -79,7 +74,7 @@ def check_source_drift(plan: Plan) -> list[dict[str, object]]:
 
 def decide_cutover(plan: Plan, drift: list[dict[str, object]]) -> CutoverDecision:
     """The human approval gate (runs in the flow: pausing is a flow-level act)."""
-    section = cutover_section(plan)
+    section = plan.section("cutover")
     plan_text = _what_happens(plan, drift)
     create_markdown_artifact(key="cutover-plan", markdown=plan_text, description="What the cutover will do")
     with audited_step(plan, PHASE, "approval", {"unattended": section.unattended}) as rec:
@@ -104,7 +99,7 @@ def decide_cutover(plan: Plan, drift: list[dict[str, object]]) -> CutoverDecisio
 
 
 def _what_happens(plan: Plan, drift: list[dict[str, object]]) -> str:
-    section = cutover_section(plan)
+    section = plan.section("cutover")
     lines = [
         f"## Cutover of `{plan.name}` ({plan.strategy.value})",
         "",
@@ -123,7 +118,7 @@ def _what_happens(plan: Plan, drift: list[dict[str, object]]) -> str:
 @retryable_task("stop_control_plane")
 def stop_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[str]:
     """Stop every node of the 4.0.0 or 4.4.0 control plane and wait until each is really down."""
-    section = cutover_section(plan)
+    section = plan.section("cutover")
     group = section.control_plane_400 if which == "400" else section.control_plane_440
     stopped = []
     for node in group:
@@ -136,7 +131,7 @@ def stop_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[str]:
 
 @retryable_task("start_control_plane")
 def start_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[dict[str, Any]]:
-    section = cutover_section(plan)
+    section = plan.section("cutover")
     group = section.control_plane_400 if which == "400" else section.control_plane_440
     health = []
     for node in group:
@@ -159,7 +154,7 @@ def start_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[dict
 @retryable_task("check_publisher_apis")
 def check_publisher_apis(plan: Plan) -> int:
     """Every API the migrated database holds is visible through the 4.4.0 publisher REST API."""
-    section = cutover_section(plan)
+    section = plan.section("cutover")
     with db.session(plan.server(), plan.databases.apim.target, read_only=True) as conn:
         in_db = {(str(n), str(v)) for n, v in db.fetch_all(conn, AM_APIS)}
     with audited_step(plan, PHASE, "check_publisher_apis", {"apis_in_db": len(in_db)}) as rec:
@@ -183,7 +178,7 @@ def check_publisher_apis(plan: Plan) -> int:
 @retryable_task("restart_gateways")
 def restart_gateways(plan: Plan) -> list[dict[str, str]]:
     """One node at a time, health-checked; stops at the first failure and says where each node is."""
-    section = cutover_section(plan)
+    section = plan.section("cutover")
     latest: dict[tuple[str, str], nodes.NodeStatus] = {}
 
     def on_status(status: nodes.NodeStatus) -> None:

@@ -6,6 +6,7 @@ from prefect import get_run_logger
 
 from apim_upgrade import preflight
 from apim_upgrade.errors import DatabaseError, PreflightError
+from apim_upgrade.phases import PREPARE_DATABASES
 from apim_upgrade.plan import Plan
 from apim_upgrade.postgres import copies
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
@@ -13,7 +14,7 @@ from apim_upgrade.proof.audit import pending_copies
 from apim_upgrade.proof.steps import audited_step
 from tasks.retry import retryable_task
 
-PHASE = "prepare-databases"
+PHASE = PREPARE_DATABASES.name
 
 
 @retryable_task("check_preflight")

@@ -10,6 +10,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from apim_upgrade.errors import ApimUpgradeError, PlanError
+from apim_upgrade.phases import CLEANUP, MIGRATION_ENVIRONMENT
 from apim_upgrade.plan import MigrationEnvironmentSection, Plan
 from apim_upgrade.postgres import copies, history
 from apim_upgrade.proof.steps import audited_step
@@ -17,14 +18,8 @@ from apim_upgrade.wso2 import config_render, distribution
 from apim_upgrade.wso2.jvm import stop_leftover_server
 from tasks.retry import retryable_task
 
-PHASE = "migration-environment"
+PHASE = MIGRATION_ENVIRONMENT.name
 MIGRATION_VERSION = "4.2.0"
-
-
-def environment_section(plan: Plan) -> MigrationEnvironmentSection:
-    if plan.migration_environment is None:
-        raise PlanError("the plan has no [migration_environment] section; add it to run the 4.2.0 phases")
-    return plan.migration_environment
 
 
 def env_root(plan: Plan) -> Path:
@@ -65,10 +60,10 @@ def check_copies_verified(plan: Plan) -> None:
 @retryable_task("check_environment_discarded")
 def check_environment_discarded(plan: Plan) -> bool:
     """True when cleanup already discarded this copy's 4.2.0 home: a rerun must not make it again."""
-    done = history.completed(plan.server(), plan.databases.apim.target, "cleanup", "done")
+    done = history.completed(plan.server(), plan.databases.apim.target, CLEANUP.name, "done")
     if done is None:
         return False
-    with audited_step(plan, PHASE, "check_phase_done", {"phase": "cleanup"}) as rec:
+    with audited_step(plan, PHASE, "check_phase_done", {"phase": CLEANUP.name}) as rec:
         rec.outcome = "skipped"
         rec.details.update(completed_at=done[0].isoformat(), reason="the 4.2.0 home was already discarded by cleanup")
     get_run_logger().info("cleanup already discarded the 4.2.0 home of this copy: not unpacking it again")
@@ -77,7 +72,7 @@ def check_environment_discarded(plan: Plan) -> bool:
 
 @retryable_task("unpack_distribution")
 def unpack_distribution(plan: Plan) -> str:
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     with audited_step(plan, PHASE, "unpack_distribution", {"zip": str(me.distribution_zip)}) as rec:
         info = distribution.inspect_pack(me.distribution_zip, MIGRATION_VERSION)
         # The unpack replaces an earlier home: a server a crashed run left running there would
@@ -119,7 +114,7 @@ def render_deployment_toml(plan: Plan, home: str) -> dict[str, Any]:
 
 @retryable_task("install_jdbc_driver")
 def install_jdbc_driver(plan: Plan, home: str) -> str:
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     with audited_step(plan, PHASE, "install_jdbc_driver", {"driver": str(me.jdbc_driver)}) as rec:
         dest = distribution.install_jdbc_driver(Path(home), me.jdbc_driver)
         rec.details.update(driver=me.jdbc_driver.name, sha256=distribution.sha256_file(dest))
@@ -128,7 +123,7 @@ def install_jdbc_driver(plan: Plan, home: str) -> str:
 
 @retryable_task("install_keystores")
 def install_keystores(plan: Plan, home: str) -> list[str]:
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     with audited_step(plan, PHASE, "install_keystores", {"keystores": [str(k) for k in me.keystores]}) as rec:
         removed, copied = distribution.replace_keystores(Path(home), me.keystores)
         rec.details.update(removed=removed, copied=copied)
@@ -138,7 +133,7 @@ def install_keystores(plan: Plan, home: str) -> list[str]:
 @retryable_task("check_migration_home")
 def check_migration_home(plan: Plan, home: str, rendered: dict[str, Any]) -> None:
     """Catch, before any JVM starts, what would make it fail or touch the wrong database."""
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     with audited_step(plan, PHASE, "check_migration_home", {"home": home}) as rec:
         available = {n for n in me.secret_variables() if n in os.environ}
         problems = config_render.check_home(Path(home), rendered, plan, available)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import Flow, State, get_run_logger
@@ -11,16 +10,18 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.flows import FlowStateHook
 
 from apim_upgrade.errors import GateFailed
+from apim_upgrade.phases import PREPARE_DATABASES
 from apim_upgrade.plan import Plan
 from apim_upgrade.postgres import copies
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.proof.gates import build_pending_data_docs, run_gate
 from apim_upgrade.proof.steps import audited_step
+from apim_upgrade.wso2.distribution import ddl_file
 from expectations.copy_gate import build_copy_gate
 from expectations.migration_gate import build_change_gate
 from tasks.retry import retryable_task
 
-PHASE = "prepare-databases"
+PHASE = PREPARE_DATABASES.name
 
 
 def build_data_docs_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
@@ -117,7 +118,6 @@ COMPONENT_TABLES = {
     "identity": {"apim": lambda t: not t.startswith("am_"), "shared": lambda t: True},
     "api": {"apim": lambda t: t.startswith("am_"), "shared": lambda t: False},
 }
-DDL_FILES = {"apim": Path("apimgt") / "postgresql.sql", "shared": Path("postgresql.sql")}
 
 
 @retryable_task("validate_migration")
@@ -134,7 +134,7 @@ def validate_migration(
         docs = None
         for role, pair in plan.databases.roles().items():
             include = COMPONENT_TABLES[component][role]
-            reference = reference_catalog(server, Path(dbscripts) / DDL_FILES[role])
+            reference = reference_catalog(server, ddl_file(dbscripts, role))
             required = [f"{t}.{c}" for t, tdef in reference.tables.items() if include(t) for c in tdef.columns]
             after = take_snapshot(server, pair.target, pair.db_schema)
             spec = build_change_gate(

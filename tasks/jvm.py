@@ -18,7 +18,7 @@ from apim_upgrade.proof.steps import audited_step, current_flow_run_id
 from apim_upgrade.wso2 import distribution
 from apim_upgrade.wso2.findings import Finding, FindingCollector, parse_line, write_csv
 from apim_upgrade.wso2.jvm import JvmRun, run_api_manager, stop_leftover_server
-from tasks.environment import environment_section, find_home, jvm_secrets
+from tasks.environment import find_home, jvm_secrets
 from tasks.retry import retryable_task
 
 IDENTITY_ARGS = ("-Dmigrate", "-Dcomponent=identity")
@@ -58,7 +58,7 @@ def mark_phase_done(plan: Plan, phase: str, evidence: dict[str, Any] | None = No
 @retryable_task("install_migration_kit")
 def install_migration_kit(plan: Plan, phase: str, kit: str) -> list[str]:
     """kit 'identity' or 'api'; installing the API kit removes the identity files first (guide)."""
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     home = find_home(plan)
     with audited_step(plan, phase, "install_migration_kit", {"kit": kit}) as rec:
         removed = distribution.remove_migration_kit(home, me.identity_migration_jar.name)
@@ -101,7 +101,7 @@ def _run(
     markers: tuple[str, ...],
     collector: FindingCollector | None = None,
 ) -> dict[str, Any]:
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     logger = get_run_logger()
     home = find_home(plan)
     stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.monotonic_ns() % 10**6:06d}"
@@ -159,7 +159,7 @@ def run_pre_migration_validation(plan: Plan, phase: str) -> list[Finding]:
 @retryable_task("report_findings")
 def report_findings(plan: Plan, phase: str, findings: list[Finding]) -> list[Finding]:
     """CSV + table artifact; stops the flow when an API that is not accepted is broken."""
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     accepted = set(me.accepted_invalid_apis)
     csv_path = write_csv(findings, plan.work_dir / "reports" / "pre-migration-findings.csv")
     blocking = [f for f in findings if f.api_key not in accepted]
@@ -206,7 +206,7 @@ def report_findings(plan: Plan, phase: str, findings: list[Finding]) -> list[Fin
 
 @retryable_task("discard_migration_home")
 def discard_migration_home(plan: Plan, phase: str) -> str:
-    me = environment_section(plan)
+    me = plan.section("migration_environment")
     home = find_home(plan)
     with audited_step(plan, phase, "discard_migration_home", {"mode": me.cleanup}) as rec:
         if me.cleanup == "archive":

@@ -10,8 +10,9 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from apim_upgrade.errors import GateFailed, PlanError
-from apim_upgrade.plan import Plan, SchemaUpgradeSection
+from apim_upgrade.errors import GateFailed
+from apim_upgrade.phases import SCHEMA_UPGRADE
+from apim_upgrade.plan import Plan
 from apim_upgrade.postgres import history, schema_runner
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.postgres.schema_diff import reference_catalog
@@ -19,23 +20,18 @@ from apim_upgrade.postgres.sqlscript import Script, Statement, load_script
 from apim_upgrade.proof import conformance
 from apim_upgrade.proof.gates import run_gate
 from apim_upgrade.proof.steps import audited_step, current_flow_run_id
+from apim_upgrade.wso2.distribution import ddl_file
 from expectations.migration_gate import build_change_gate
 from tasks.gates import comparison_rows
 from tasks.retry import retryable_task
 
-PHASE = "schema-upgrade"
-
-
-def schema_section(plan: Plan) -> SchemaUpgradeSection:
-    if plan.schema_upgrade is None:
-        raise PlanError("the plan has no [schema_upgrade] section; add the vendor scripts to run schema-upgrade")
-    return plan.schema_upgrade
+PHASE = SCHEMA_UPGRADE.name
 
 
 @retryable_task("load_sql_scripts")
 def load_sql_scripts(plan: Plan) -> list[Script]:
     """Read, checksum and split every script; refuse a broken order before anything runs."""
-    section = schema_section(plan)
+    section = plan.section("schema_upgrade")
     scripts = [load_script(s.path, s.from_version, s.to_version) for s in section.scripts]
     schema_runner.check_order(scripts, section.start_version)
     return scripts
@@ -161,7 +157,7 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
 
     The snapshot taken after the script is stored as the next script's "before".
     """
-    section = schema_section(plan)
+    section = plan.section("schema_upgrade")
     spec_cfg = next(
         s for s in section.scripts if (s.from_version, s.to_version) == (script.from_version, script.to_version)
     )
@@ -169,7 +165,7 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
     with audited_step(plan, PHASE, "validate_script", {"script": script.name}) as rec:
         required: list[str] = []
         if spec_cfg.dbscripts is not None:
-            ref = reference_catalog(server, spec_cfg.dbscripts / conformance.DDL_FOR_ROLE["apim"])
+            ref = reference_catalog(server, ddl_file(spec_cfg.dbscripts, "apim"))
             required = [f"{t}.{c}" for t, tdef in ref.tables.items() for c in tdef.columns]
         after = take_snapshot(server, pair.target, pair.db_schema)
         spec = build_change_gate(
@@ -217,7 +213,7 @@ def check_conformance(
     ``databases="source"`` is the customisation check run before anything starts: the
     sources are only read (in read-only transactions), and it reports without failing.
     """
-    section = schema_section(plan)
+    section = plan.section("schema_upgrade")
     server = plan.server()
     accepted = set(section.accepted_differences)
     rows: list[dict[str, object]] = []

@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 from psycopg import sql
 
+from apim_upgrade.phases import NAMES as ALL_PHASES
 from apim_upgrade.plan import Plan, load_plan
 from apim_upgrade.postgres import db
 from apim_upgrade.proof import audit
 from apim_upgrade.rehearsal import derive_rehearsal_plan
-from flows.phases import PHASES as ALL_PHASES
 from sandbox.demo import accept_invalid_apis
 from sandbox.nodes import standin_processes
 from tests.failpoints import FILE_VARIABLE, POINT_VARIABLE, child_env

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -33,6 +32,7 @@ from psycopg import sql
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db
 from apim_upgrade.postgres.schema_diff import diff_catalogs, read_catalog, reference_catalog
+from apim_upgrade.runtime.ports import free_port
 from sandbox.distribution import MigrationKit, build_distribution, build_migration_kit, unpack_distribution
 
 JAVA_HOME = str(Path(os.path.realpath(shutil.which("java") or "/usr/bin/java")).parents[1])
@@ -151,12 +151,6 @@ def base_env(**extra: str) -> dict[str, str]:
     env.update(JAVA_HOME=JAVA_HOME, APIM_STANDIN_SPEED="20", KEYSTORE_TLS="wso2carbon", POSTGRES_PASSWORD=SECRET)
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

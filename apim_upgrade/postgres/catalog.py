@@ -100,13 +100,3 @@ def take_snapshot(server: db.PgServer, dbname: str, schema: str = "public") -> S
         columns=columns,
         indexes=indexes,
     )
-
-
-def count_differences(expected: Snapshot, actual: Snapshot) -> dict[str, tuple[int | None, int | None]]:
-    """Tables whose exact row count differs (None: table absent on that side)."""
-    out: dict[str, tuple[int | None, int | None]] = {}
-    for table in sorted(set(expected.row_counts) | set(actual.row_counts)):
-        a, b = expected.row_counts.get(table), actual.row_counts.get(table)
-        if a != b:
-            out[table] = (a, b)
-    return out

@@ -96,7 +96,7 @@ def create_copy(
             if db.connection_lost(exc):
                 raise  # the session names server, database and activity; tasks retry it
             hint = ""
-            if exc.sqlstate == "55006":  # object_in_use: someone is connected to the source
+            if isinstance(exc, db.ObjectInUse):  # someone is connected to the source
                 hint = (
                     " Other sessions are connected to the source: stop those clients or "
                     "rerun with --terminate-connections."
@@ -125,12 +125,8 @@ def create_registry_indexes(server: db.PgServer, target: str, schema: str) -> li
     with db.session(server, target) as conn:
         for index, (table, columns) in queries.REGISTRY_INDEXES.items():
             statement = queries.create_index_if_not_exists(schema, index, table, columns)
-            try:
+            doing = f"creating index {index} on '{target}'.{table}"
+            with db.failure_named(doing, f"; is '{target}' really the shared (registry) database?"):
                 db.execute(conn, statement)
-            except db.PgError as exc:
-                raise DatabaseError(
-                    f"creating index {index} on '{target}'.{table} failed: "
-                    f"{db.describe_pg_error(exc)}; is '{target}' really the shared (registry) database?"
-                ) from None
             sent.append(db.render(conn, statement))
     return sent

@@ -9,79 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import SecretStr
+from psycopg import errors, sql
 
 from apim_upgrade.errors import DatabaseError, DatabaseUnavailable
+from apim_upgrade.postgres.address import APPLICATION_NAME, PgServer
 
-APPLICATION_NAME = "apim-upgrade"
+__all__ = ["APPLICATION_NAME", "Connection", "PgServer", "Query"]
+
 Query = str | sql.SQL | sql.Composed
 Connection = psycopg.Connection[Any]
-
-
-@dataclass(frozen=True)
-class PgServer:
-    """Where the PostgreSQL server is and who we are on it (password kept secret)."""
-
-    host: str = "127.0.0.1"
-    port: int = 5432
-    user: str = "postgres"
-    password: SecretStr | None = field(default=None, repr=False)
-    sslmode: str | None = None
-    connect_timeout: int = 10
-
-    @classmethod
-    def from_dsn(cls, dsn: str) -> PgServer:
-        """Parse a libpq DSN or URL (``postgresql://user@host:port/db``)."""
-        try:
-            params = conninfo_to_dict(dsn)
-        except psycopg.ProgrammingError as exc:
-            raise DatabaseError(
-                f"cannot parse PostgreSQL DSN: {exc}. "
-                "Give it as postgresql://USER@HOST:PORT/ or 'host=... port=... user=...'"
-            ) from None
-        password = params.get("password")
-        return cls(
-            host=str(params.get("host") or "127.0.0.1"),
-            port=int(params.get("port") or 5432),
-            user=str(params.get("user") or "postgres"),
-            password=SecretStr(str(password)) if password else None,
-            sslmode=str(params["sslmode"]) if params.get("sslmode") else None,
-        )
-
-    def describe(self) -> str:
-        """Address for messages: never includes the password."""
-        return f"{self.user}@{self.host}:{self.port}"
-
-    def conninfo(self, dbname: str, **extra: Any) -> str:
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname,
-            "connect_timeout": self.connect_timeout,
-            "application_name": APPLICATION_NAME,
-        }
-        if self.password is not None:
-            params["password"] = self.password.get_secret_value()
-        if self.sslmode:
-            params["sslmode"] = self.sslmode
-        params.update(extra)
-        return make_conninfo("", **params)
-
-    def sqlalchemy_url(self, dbname: str, password_placeholder: str | None = None) -> str:
-        """URL for GX/SQLAlchemy. The password is only ever a ``${VAR}`` placeholder."""
-        auth = quote(self.user, safe="")
-        if self.password is not None and password_placeholder:
-            auth += ":${" + password_placeholder + "}"
-        query = f"?sslmode={self.sslmode}" if self.sslmode else ""
-        return f"postgresql+psycopg://{auth}@{self.host}:{self.port}/{quote(dbname, safe='')}{query}"
 
 
 def connect(
@@ -106,7 +45,9 @@ def connect(
         return psycopg.connect(server.conninfo(dbname, **extra), autocommit=autocommit)
     except psycopg.OperationalError as exc:
         text = str(exc)
-        # A missing database or a refused login does not heal by retrying.
+        # A missing database or a refused login does not heal by retrying. libpq reports a failed
+        # connection without a SQLSTATE (psycopg raises plain OperationalError), so its text is
+        # the only signal here; errors on an open session are classified by class instead.
         permanent = "does not exist" in text or "authentication" in text or "password" in text
         raise (DatabaseError if permanent else DatabaseUnavailable)(
             f"cannot connect to database '{dbname}' at {server.describe()}: "
@@ -116,20 +57,31 @@ def connect(
 
 
 # A session that ends with one of these never reached the server's commit: the server
-# rolled its open transaction back (08: connection exception; 57P01-57P03: admin/crash
-# shutdown, cannot connect now). Other OperationalErrors (lock timeout, query cancelled,
-# out of resources) are not a lost connection.
-_LOST_SQLSTATES = ("57P01", "57P02", "57P03")
+# rolled its open transaction back. psycopg maps each SQLSTATE to its own class: class 08
+# (connection exception) and 57P01-57P03 (admin/crash shutdown, cannot connect now). Other
+# OperationalErrors (lock timeout, query cancelled, out of resources) are not a lost connection.
+_LOST = (
+    errors.ConnectionException,
+    errors.ConnectionDoesNotExist,
+    errors.ConnectionFailure,
+    errors.SqlclientUnableToEstablishSqlconnection,
+    errors.SqlserverRejectedEstablishmentOfSqlconnection,
+    errors.TransactionResolutionUnknown,
+    errors.ProtocolViolation,
+    errors.AdminShutdown,
+    errors.CrashShutdown,
+    errors.CannotConnectNow,
+)
+# The source has other sessions: CREATE DATABASE ... TEMPLATE refuses to copy it.
+ObjectInUse = errors.ObjectInUse
 
 
 def connection_lost(exc: BaseException) -> bool:
     """True when ``exc`` means the connection to the server is gone (transient: rerun heals it)."""
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    state = exc.sqlstate
-    if state is None:  # libpq-level: "server closed the connection unexpectedly", "connection is lost"
+    if isinstance(exc, _LOST):
         return True
-    return state.startswith("08") or state in _LOST_SQLSTATES
+    # libpq-level failures carry no SQLSTATE ("server closed the connection unexpectedly").
+    return isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
 
 
 def lost_connection_error(
@@ -191,6 +143,21 @@ def session(
                 raise
     finally:
         conn.close()
+
+
+@contextmanager
+def failure_named(doing: str, advice: str) -> Iterator[None]:
+    """A failing statement becomes one DatabaseError: what failed, the server's words, what to do.
+
+    ``advice`` starts with its own separator ("; is ..." or ". Check ..."). A lost connection
+    passes through untouched: :func:`session` names it and tasks retry it.
+    """
+    try:
+        yield
+    except psycopg.Error as exc:
+        if connection_lost(exc):
+            raise
+        raise DatabaseError(f"{doing} failed: {describe_pg_error(exc)}{advice}") from None
 
 
 def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:

@@ -252,15 +252,13 @@ def scratch_database(server: PgServer, ddl_files: list[Path], *, prefix: str = "
     try:
         with db.session(server, name, autocommit=True) as conn:
             for path, text in scripts:
-                try:
+                with db.failure_named(
+                    f"loading DDL file {path} into scratch database {name!r}",
+                    ". Check that the file is a PostgreSQL DDL script for an empty database (e.g. "
+                    "dbscripts/<version>/apimgt/postgresql.sql) and that it loads with: "
+                    "psql -v ON_ERROR_STOP=1 -f <file>",
+                ):
                     db.execute_script(conn, text)
-                except db.PgError as exc:
-                    raise DatabaseError(
-                        f"loading DDL file {path} into scratch database {name!r} failed: "
-                        f"{db.describe_pg_error(exc)}. Check that the file is a PostgreSQL DDL script "
-                        "for an empty database (e.g. dbscripts/<version>/apimgt/postgresql.sql) and "
-                        "that it loads with: psql -v ON_ERROR_STOP=1 -f <file>"
-                    ) from exc
         log.debug("scratch database %s loaded from %s", name, [str(p) for p, _ in scripts])
         yield name
         failed = False
@@ -310,14 +308,12 @@ def reference_catalog(server: PgServer, ddl_file: Path, cache_dir: Path | None =
 
 
 def _server_major(server: PgServer) -> int:
-    try:
-        with db.session(server, MAINTENANCE_DB, autocommit=True) as conn:
-            version_num = db.fetch_one(conn, queries.SERVER_VERSION)
-    except db.PgError as exc:
-        raise DatabaseError(
-            f"reading the server version at {server.describe()} failed: {db.describe_pg_error(exc)}. "
-            f"Check that the server is up and that {server.user} may connect to {MAINTENANCE_DB!r}"
-        ) from exc
+    advice = f". Check that the server is up and that {server.user} may connect to {MAINTENANCE_DB!r}"
+    with (
+        db.failure_named(f"reading the server version at {server.describe()}", advice),
+        db.session(server, MAINTENANCE_DB, autocommit=True) as conn,
+    ):
+        version_num = db.fetch_one(conn, queries.SERVER_VERSION)
     return int(version_num[0]) // 10000 if version_num else 0
 
 
@@ -354,14 +350,12 @@ def _read_ddl(path: Path) -> str:
 
 
 def _maintenance(server: PgServer, query: db.Query, what: str) -> None:
-    try:
-        with db.session(server, MAINTENANCE_DB, autocommit=True) as conn:
-            db.execute(conn, query)
-    except db.PgError as exc:
-        raise DatabaseError(
-            f"{what} at {server.describe()} failed: {db.describe_pg_error(exc)}. "
-            f"The role {server.user} needs CREATEDB (or superuser) on that server"
-        ) from exc
+    advice = f". The role {server.user} needs CREATEDB (or superuser) on that server"
+    with (
+        db.failure_named(f"{what} at {server.describe()}", advice),
+        db.session(server, MAINTENANCE_DB, autocommit=True) as conn,
+    ):
+        db.execute(conn, query)
 
 
 def _drop_scratch(server: PgServer, name: str, *, already_failing: bool) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from apim_upgrade.errors import ApimUpgradeError, DatabaseUnavailable
 from apim_upgrade.postgres import db, queries
 from apim_upgrade.postgres.sqlscript import Script, ScriptError, Statement
-from apim_upgrade.proof.audit import default_actor
+from apim_upgrade.runtime.identity import default_actor
 
 # Prefix of the application_name of the session applying a script (seen in pg_stat_activity).
 SCRIPT_APPLICATION_NAME = "apim-upgrade script"

@@ -15,11 +15,9 @@ it: values under secret-looking keys are masked before hashing.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import hashlib
 import json
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,10 +28,10 @@ from pydantic import BaseModel, ConfigDict
 
 from apim_upgrade.errors import AuditError
 from apim_upgrade.postgres import db, queries
+from apim_upgrade.redact import mask_secrets
+from apim_upgrade.runtime.identity import default_actor
 
 GENESIS = "0" * 64
-_SECRET_KEYS = ("password", "secret", "token_value", "passphrase", "private_key", "dsn")
-MASK = "***"
 
 
 class AuditRecord(BaseModel):
@@ -65,37 +63,11 @@ def digest_of(data: Any) -> str:
     return hashlib.sha256(canonical(mask_secrets(data)).encode()).hexdigest()
 
 
-def mask_secrets(data: Any) -> Any:
-    """Copy of ``data`` with values under secret-looking keys replaced by ***."""
-    if isinstance(data, dict):
-        return {
-            k: (MASK if _is_secret_key(str(k)) and v not in (None, "") else mask_secrets(v)) for k, v in data.items()
-        }
-    if isinstance(data, list | tuple):
-        return [mask_secrets(v) for v in data]
-    return data
-
-
-def _is_secret_key(key: str) -> bool:
-    k = key.lower()
-    # *_env / *_block keys name where a secret lives, not the secret itself.
-    return any(s in k for s in _SECRET_KEYS) and not k.endswith(("_env", "_block"))
 
 
 def _record_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode()).hexdigest()
 
-
-def default_actor() -> str:
-    """Who ran it: APIM_UPGRADE_ACTOR if set, else user@host."""
-    explicit = os.environ.get("APIM_UPGRADE_ACTOR")
-    if explicit:
-        return explicit
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid{os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
 
 
 @contextmanager

@@ -16,8 +16,7 @@ from psycopg import sql
 from apim_upgrade.postgres import db
 from apim_upgrade.postgres.schema_diff import Difference, SchemaCatalog, diff_catalogs, read_catalog, reference_catalog
 from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset
-
-DDL_FOR_ROLE = {"apim": Path("apimgt") / "postgresql.sql", "shared": Path("postgresql.sql")}
+from apim_upgrade.wso2.distribution import ddl_file
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def check(
     schema: str = "public",
     cache_dir: Path | None = None,
 ) -> Conformance:
-    ddl = dbscripts / DDL_FOR_ROLE[role]
+    ddl = ddl_file(dbscripts, role)
     reference = reference_catalog(server, ddl, cache_dir)
     differences = diff_catalogs(read_catalog(server, dbname, schema), reference)
     return Conformance(role, dbname, ddl, differences, accepted, reference)

@@ -16,7 +16,7 @@ from typing import Any
 import tomli_w
 
 from apim_upgrade.plan import KeystoreSection, MigrationEnvironmentSection, Plan
-from apim_upgrade.proof.audit import MASK
+from apim_upgrade.redact import MASK
 from apim_upgrade.wso2.distribution import LIB_DIR, SECURITY_DIR, DistributionError
 
 PLACEHOLDER = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -22,6 +22,17 @@ from apim_upgrade.errors import ApimUpgradeError
 
 # carbon.apimgt.version prefix of each API-M release.
 APIMGT_RELEASES = {"4.0.0": "9.0.", "4.1.0": "9.20.", "4.2.0": "9.28.", "4.3.0": "9.29.", "4.4.0": "9.30."}
+# Where a pack's dbscripts/ folder keeps each database's DDL: the API-M DB under apimgt/,
+# the shared DB (registry, user store) at the root. The one statement of that rule.
+DDL_FILES = {"apim": Path("apimgt") / "postgresql.sql", "shared": Path("postgresql.sql")}
+APIM_DDL, SHARED_DDL = DDL_FILES["apim"], DDL_FILES["shared"]
+
+
+def ddl_file(dbscripts: Path | str, role: str) -> Path:
+    """The DDL of database ``role`` ("apim" or "shared") in a pack-style dbscripts folder."""
+    return Path(dbscripts) / DDL_FILES[role]
+
+
 _APIMGT_PLUGIN = re.compile(r"repository/components/plugins/org\.wso2\.carbon\.apimgt\.impl_(\d+\.\d+\.\d+)\.jar$")
 SECURITY_DIR = Path("repository/resources/security")
 LIB_DIR = Path("repository/components/lib")

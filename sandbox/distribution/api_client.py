@@ -17,8 +17,8 @@ from pathlib import Path
 from psycopg import sql
 
 from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.wso2.distribution import APIM_DDL
 from sandbox.distribution.migrations import (
-    APIM_DDL,
     MigrationStepFailed,
     Statement,
     SyncTarget,

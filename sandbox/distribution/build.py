@@ -28,6 +28,7 @@ from pathlib import Path
 
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.runtime import process
+from apim_upgrade.wso2.distribution import APIM_DDL, SHARED_DDL
 from sandbox.distribution import pack_texts
 from sandbox.errors import SandboxError
 
@@ -42,8 +43,6 @@ JDK_RANGE = {"4.2.0": ("11", "17", 1100, 1700), "4.4.0": ("11", "21", 1100, 2100
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPACT_DBSCRIPTS = PROJECT_ROOT / "sandbox" / "sql" / "compact"
 HERE = Path(__file__).resolve().parent
-APIM_DDL = Path("apimgt") / "postgresql.sql"
-SHARED_DDL = Path("postgresql.sql")
 
 KEYSTORE_PASSWORD = "wso2carbon"  # the product's default keystores (wso2carbon.jks, client-truststore.jks)
 JDBC_DRIVER_JAR = "postgresql-42.7.4.jar"

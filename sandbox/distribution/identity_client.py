@@ -14,9 +14,8 @@ from typing import Any
 import yaml
 
 from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.wso2.distribution import APIM_DDL, SHARED_DDL
 from sandbox.distribution.migrations import (
-    APIM_DDL,
-    SHARED_DDL,
     MigrationStepFailed,
     SyncTarget,
     converge,

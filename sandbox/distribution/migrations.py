@@ -22,8 +22,6 @@ from sandbox.distribution.registry import guard
 from sandbox.distribution.runtime import Context, ServerExit
 from sandbox.errors import SandboxError
 
-APIM_DDL = Path("apimgt") / "postgresql.sql"
-SHARED_DDL = Path("postgresql.sql")
 Statement = tuple[sql.Composed | sql.SQL, tuple[Any, ...] | None]  # query and its parameters
 
 
