@@ -25,13 +25,21 @@ for _var, _value in (
     os.environ.setdefault(_var, _value)
 
 
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[int] = ()) -> None:
+    """Aligned columns; plain text, unwrapped, when stdout is no terminal (a log file, a pipe, grep)."""
+    from rich import box  # here, not at the top: `--help` stays light
+    from rich.console import Console
+    from rich.table import Table
+
+    tty = sys.stdout.isatty()
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold" if tty else "")
+    for i, header in enumerate(headers):
+        # A narrow terminal wraps a cell rather than cutting it short with an ellipsis.
+        table.add_column(header, justify="right" if i in numeric else "left", no_wrap=not tty, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    # Not a terminal: no colour codes, and wide enough that no cell is folded.
+    Console(color_system="auto" if tty else None, width=None if tty else 10_000, highlight=False).print(table)
 
 
 # --- plan -----------------------------------------------------------------------
@@ -200,7 +208,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                 (r.flow_run_id or "-")[:8],
             ]
         )
-    _print_table(["seq", "started (UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"], rows)
+    headers = ["seq", "started (UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"]
+    _print_table(headers, rows, numeric=(0, 6))
     problems = audit.verify_chain(plan.audit_path)
     print("hash chain: " + ("intact" if not problems else f"BROKEN ({len(problems)} problem(s))"))
     return 0

@@ -8,6 +8,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from apim_upgrade.proof import audit
 from commands.cli import main
@@ -90,3 +91,18 @@ def test_cli_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     path.write_text(path.read_text().replace('"step2"', '"stepX"'))
     assert main(["audit", "verify", str(path)]) == 5
     assert "does not verify" in capsys.readouterr().err
+
+
+def test_cli_history_prints_a_plain_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _trail(tmp_path)
+    pairs = {role: {"source": f"{role}_src", "target": f"{role}_copy", "owner": "o"} for role in ("apim", "shared")}
+    plan = tmp_path / "plan.toml"
+    plan.write_text(tomli_w.dumps({"name": "p", "work_dir": str(tmp_path), "databases": pairs}))
+    assert main(["history", str(plan)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "\x1b[" not in "\n".join(lines)  # captured output is no terminal: no colour codes
+    header = next(line for line in lines if "started (UTC)" in line)
+    assert header.split() == ["seq", "started", "(UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"]
+    rows = [line.split() for line in lines if "prepare-databases" in line]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"] and all("tester" in r and "succeeded" in r for r in rows)
+    assert lines[-1] == "hash chain: intact"

@@ -208,8 +208,8 @@ def test_report_shows_the_run(work: Path, report: Path) -> None:
     assert "apim: am_table_199: source snapshot 7,363 rows" in counts[1]
     assert "Audit chain intact" in page
     # Outcome: the unrepaired failure and its error; the repaired one is still listed.
-    assert "Failed at schema-upgrade/check_conformance" in page and CONFORMANCE_ERROR.replace("'", "&#x27;") in page
-    assert "prepare-databases/validate_copy (seq 6)" in page and COPY_ERROR.replace("'", "&#x27;") in page
+    assert "Failed at schema-upgrade/check_conformance" in page and CONFORMANCE_ERROR.replace("'", "&#39;") in page
+    assert "prepare-databases/validate_copy (seq 6)" in page and COPY_ERROR.replace("'", "&#39;") in page
     # Findings, from the CSV the record points to (found in its moved work dir), with their status.
     assert "ShippingAPI4" in page and "&lt;expected&gt; close" in page and "<expected>" not in page
     assert page.count('<span class="badge accepted">accepted</span>') == 2
@@ -263,6 +263,35 @@ def test_cutover_decisions_are_listed_and_escaped(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
     assert "No cutover in this run." not in page and "Cutover and rollback steps" in page and "cp-400-1" in page
     assert "Interrupted at cutover/restart_gateways" in page  # the rejection was answered by a later approval
+
+
+def test_every_recorded_value_is_escaped_by_the_template(tmp_path: Path) -> None:
+    """Plan, API, database and gate names come from the trail, the plan or the database: never markup."""
+    evil = "<script>alert('x')</script>"
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "pre-migration-findings.csv").write_text(
+        f"name,version,provider,validator,message\n{evil},1.0.0,bob,OpenAPI definition,{evil}\n"
+    )
+    audit.append_record(
+        tmp_path / "audit.jsonl",
+        plan=f"prod {evil}",
+        plan_digest="ab" * 32,
+        phase="schema-upgrade",
+        step="apply_sql_script",
+        started_at=T0,
+        ended_at=T0 + timedelta(seconds=1),
+        outcome="failed",
+        flow_run_id=evil,
+        actor=evil,
+        details={"script": f"/srv/{evil}.sql", "target": evil, "error": evil, "sha256": evil},
+        gates=[_gate(evil, evil, [evil])],
+    )
+    page = build_report(tmp_path).read_text()
+    assert "<script" not in page
+    assert "<title>Run report: prod &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</title>" in page
+    assert page.count("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;") >= 10
+    assert "<td>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</td><td>1.0.0</td>" in page  # the API name
+    assert _parse(page).headings[:3] == ["Summary", "Timeline", "Quality gates"]  # the page structure survived
 
 
 def test_report_command_takes_a_work_dir_its_trail_or_the_plan(work: Path, tmp_path: Path) -> None:

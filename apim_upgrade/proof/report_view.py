@@ -1,0 +1,169 @@
+"""The run report's view model and its page: typed values in, autoescaped HTML out.
+
+``report.py`` gathers these from a work directory; ``templates/report.html.j2`` lays
+them out and escapes every value (trail, plan or database text is never markup). Only
+the charts arrive as ``Markup``: report_charts escapes every text it writes into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from apim_upgrade.proof.audit import AuditRecord
+
+# --- what a table cell may hold besides text, numbers and None -------------------------
+
+
+@dataclass(frozen=True)
+class Badge:
+    outcome: str
+    label: str | None = None  # default: the outcome
+
+
+@dataclass(frozen=True)
+class Pre:
+    text: object
+    cls: str = "err"
+
+
+@dataclass(frozen=True)
+class Code:
+    text: object
+
+
+@dataclass(frozen=True)
+class Link:
+    href: str  # relative and already URL-quoted
+    text: object
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: Sequence[str]
+    rows: Sequence[Sequence[object]]
+    numeric: Collection[int] = ()  # right-aligned columns
+
+
+def chart(svg: str) -> Markup:
+    # Hand-written SVG kept over a charting library: no JS or CDN, renders offline, a few kB.
+    return Markup(svg)  # noqa: S704 - report_charts escapes every text it writes into the markup
+
+
+# --- sections (None: the section says there is nothing to show) -------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    failed: list[AuditRecord]  # failures (and rejections) no later run of the same step repaired
+    recovered: list[AuditRecord]
+    interrupted: list[AuditRecord]  # intents ("started") never followed by their outcome
+
+
+@dataclass(frozen=True)
+class Summary:
+    problems: list[str]  # of the hash chain
+    records: int
+    outcome: Outcome
+    stop_text: str  # of the last failure no later run repaired
+    last_phase: str
+    facts: list[tuple[str, object]]
+    flow_runs: Table
+
+
+@dataclass(frozen=True)
+class Gates:
+    table: Table
+    failed: int  # gate runs with failed expectations
+
+
+@dataclass(frozen=True)
+class SourceVsCopy:
+    totals: Table
+    problems: list[Pre]  # snapshots that could not be read
+    chart: Markup | None
+    differing: Table | None
+    all_tables: Table | None
+
+
+@dataclass(frozen=True)
+class Findings:
+    history: Table
+    findings: Table | None
+    csv: Link | None
+
+
+@dataclass(frozen=True)
+class Scripts:
+    table: Table
+    rebaselined: list[str]  # script files accepted as changed
+
+
+@dataclass(frozen=True)
+class DiffFile:
+    link: Link
+    total: int  # rows in the file; the table shows the first of them
+    table: Table
+
+
+@dataclass(frozen=True)
+class Conformance:
+    table: Table
+    files: list[DiffFile]
+
+
+@dataclass(frozen=True)
+class Cutover:
+    decisions: Table | None
+    steps: Table | None
+
+
+@dataclass(frozen=True)
+class Page:
+    plan: str
+    work_dir: Path
+    summary: Summary
+    timeline: Markup | None
+    gates: Gates | None
+    checkpoints: Table | None
+    source_vs_copy: SourceVsCopy | None
+    findings: Findings | None
+    scripts: Scripts | None
+    conformance: Conformance | None
+    cutover: Cutover | None
+    files: Table | None
+    records: Table | None
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+def ts(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if value else ""
+
+
+_ENV = Environment(
+    loader=PackageLoader("apim_upgrade.proof", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENV.filters["ts"] = ts
+_ENV.tests.update(
+    badge=lambda v: isinstance(v, Badge),
+    pre=lambda v: isinstance(v, Pre),
+    code=lambda v: isinstance(v, Code),
+    link=lambda v: isinstance(v, Link),
+    list=lambda v: isinstance(v, list),
+)
+
+
+def render(page: Page) -> str:
+    """The whole page: one HTML document, no external assets."""
+    return _ENV.get_template("report.html.j2").render(page=page) + "\n"
