@@ -13,6 +13,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, overload
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -256,6 +257,9 @@ class Target440Section(_Section):
     db_password_env: str = Field("POSTGRES_PASSWORD", description="Variable holding its password on the nodes.")
     jdbc_host: str | None = Field(None, description="Database host as the nodes see it (default: postgres.host).")
     jdbc_port: int | None = Field(None, ge=1, le=65535)
+    server_offset: int | None = Field(
+        None, ge=0, description="[server] offset for the 4.4.0 home instead of the one carried from 4.0.0."
+    )
 
     @model_validator(mode="after")
     def _relative(self) -> Target440Section:
@@ -287,11 +291,20 @@ class GatewayGroup(_Section):
 
 
 class RehearsalNodes(_Section):
-    """Nodes a rehearsal may stop and start instead of the real ones (stand-ins, a staging estate)."""
+    """Nodes a rehearsal may stop and start instead of the real ones (stand-ins, a staging estate).
+
+    They must be other nodes than production's: no shared health URL, host:port or command.
+    """
 
     control_plane_400: list[NodeCommands] = Field(min_length=1)
     control_plane_440: list[NodeCommands] = Field(min_length=1)
     gateway_groups: list[GatewayGroup] = Field(default_factory=list)
+    server_offset: int | None = Field(
+        None,
+        ge=0,
+        description="[server] offset of the rehearsal's copy of the 4.4.0 home, when its nodes share a host "
+        "with production's (so it never listens on production's ports).",
+    )
 
 
 class CutoverSection(_Section):
@@ -307,6 +320,45 @@ class CutoverSection(_Section):
     accept_drift: bool = Field(False, description="Go on although the sources changed after they were copied.")
     approval_timeout_seconds: int = Field(3600, ge=10)
     node_timeout_seconds: float = Field(600, gt=0, description="Per node: command plus health wait.")
+
+
+def _labelled_nodes(nodes: CutoverSection | RehearsalNodes, prefix: str) -> list[tuple[str, NodeCommands]]:
+    labelled = [(f"{prefix}.control_plane_400[{i}]", n) for i, n in enumerate(nodes.control_plane_400)]
+    labelled += [(f"{prefix}.control_plane_440[{i}]", n) for i, n in enumerate(nodes.control_plane_440)]
+    for g, group in enumerate(nodes.gateway_groups):
+        labelled += [(f"{prefix}.gateway_groups[{g}].nodes[{i}]", n) for i, n in enumerate(group.nodes)]
+    return labelled
+
+
+def _node_identity(node: NodeCommands) -> dict[str, str]:
+    """What makes a node this node: its URLs, the host:port they reach, its commands."""
+    facts = {"health URL": node.health_url, "start command": " ".join(node.start), "stop command": " ".join(node.stop)}
+    for label, url in (("health", node.health_url), ("publisher", node.publisher_url)):
+        if url:
+            parsed = urlsplit(url)
+            if parsed.hostname:
+                facts[f"{label} host:port"] = (
+                    f"{parsed.hostname}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+                )
+    return facts
+
+
+def _shared_nodes(production: list[tuple[str, NodeCommands]], rehearsal: list[tuple[str, NodeCommands]]) -> list[str]:
+    clashes = []
+    for r_label, r_node in rehearsal:
+        r_facts = _node_identity(r_node)
+        for p_label, p_node in production:
+            p_facts = _node_identity(p_node)
+            same = sorted(
+                {
+                    k.split(" ", 1)[1] if k.endswith("host:port") else k
+                    for k, v in r_facts.items()
+                    if v in p_facts.values()
+                }
+            )
+            if same:
+                clashes.append(f"{r_label} '{r_node.name}' shares its {', '.join(same)} with {p_label} '{p_node.name}'")
+    return clashes
 
 
 class Plan(_Section):
@@ -334,6 +386,28 @@ class Plan(_Section):
         if isinstance(data, dict) and ({"source_path", "digest"} & data.keys()):
             raise ValueError("'source_path' and 'digest' are computed, not plan keys")
         return data
+
+    @model_validator(mode="after")
+    def _rehearsal_nodes_are_not_production(self) -> Plan:
+        if self.cutover is None or self.cutover.rehearsal is None:
+            return self
+        rehearsal = _labelled_nodes(self.cutover.rehearsal, "cutover.rehearsal")
+        if self.target_440 is not None:
+            # A rehearsal runs its own copy of the 4.4.0 home: commands naming the home name that copy.
+            own = RehearsalNodes.model_validate(
+                replace_in_strings(
+                    self.cutover.rehearsal.model_dump(mode="json"), str(self.target_440.home), "<rehearsal copy>"
+                )
+            )
+            rehearsal = _labelled_nodes(own, "cutover.rehearsal")
+        clashes = _shared_nodes(_labelled_nodes(self.cutover, "cutover"), rehearsal)
+        if clashes:
+            raise ValueError(
+                "rehearsal nodes must be other nodes than production's (a rehearsal would stop or restart "
+                "production): " + "; ".join(clashes) + ". Give [cutover.rehearsal] nodes their own homes, "
+                "ports and commands, or remove [cutover.rehearsal] (rehearsals then skip the cutover)"
+            )
+        return self
 
     def server(self) -> PgServer:
         """The maintenance server; its password is resolved on first use, once per loaded plan."""
@@ -487,3 +561,14 @@ def _format_validation(path: Path, exc: ValidationError) -> str:
     if len(problems) == 1:
         return f"{path}: the plan is invalid: {problems[0]}"
     return "\n".join([f"{path}: the plan is invalid ({len(problems)} problems):"] + [f"  - {p}" for p in problems])
+
+
+def replace_in_strings(value: Any, old: str, new: str) -> Any:
+    """``value`` with ``old`` replaced by ``new`` in every string it holds (lists and tables walked)."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [replace_in_strings(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: replace_in_strings(v, old, new) for k, v in value.items()}
+    return value

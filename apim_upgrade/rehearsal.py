@@ -15,7 +15,7 @@ from typing import Any
 import tomli_w
 
 from apim_upgrade.errors import PlanError
-from apim_upgrade.plan import Plan, load_plan
+from apim_upgrade.plan import Plan, load_plan, replace_in_strings
 
 
 def rehearsal_suffix(day: datetime | None = None) -> str:
@@ -51,7 +51,10 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
             doc.pop("cutover")  # real nodes are never touched in a rehearsal
         else:
             if home_swap is not None:  # rehearsal nodes run the rehearsal's own copy of the 4.4.0 home
-                rehearsal_nodes = _replace_in_strings(rehearsal_nodes, *home_swap)
+                rehearsal_nodes = replace_in_strings(rehearsal_nodes, *home_swap)
+            offset = rehearsal_nodes.pop("server_offset", None)
+            if offset is not None and "target_440" in doc:
+                doc["target_440"]["server_offset"] = offset
             cutover.update(rehearsal_nodes, unattended=True)
     base.mkdir(parents=True, exist_ok=True)
     path = base / "plan.toml"
@@ -61,13 +64,3 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
     )
     load_plan(path)  # it must be a valid plan itself
     return path
-
-
-def _replace_in_strings(value: Any, old: str, new: str) -> Any:
-    if isinstance(value, str):
-        return value.replace(old, new)
-    if isinstance(value, list):
-        return [_replace_in_strings(v, old, new) for v in value]
-    if isinstance(value, dict):
-        return {k: _replace_in_strings(v, old, new) for k, v in value.items()}
-    return value

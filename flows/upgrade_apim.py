@@ -12,7 +12,7 @@ from apim_upgrade.postgres.schema_runner import advisory_lock
 from apim_upgrade.preflight import check_phase_inputs
 from flows.phases import run_phase
 from tasks.jvm import check_phase_done
-from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan
+from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan, stop_rehearsal_nodes
 from tasks.report import publish_report
 
 
@@ -58,6 +58,8 @@ def upgrade_apim(
                 continue
             results[name] = str(run_phase(name, the_plan))
         if mode == "rehearsal" and not keep_copies and phases[-1] == registry.NAMES[-1]:
+            # Nothing of the rehearsal's may keep serving from copies about to be dropped.
+            results["rehearsal-nodes"] = "stopped " + (", ".join(stop_rehearsal_nodes(the_plan)) or "none")
             results["rehearsal-copies"] = drop_rehearsal_copies(the_plan)
         results["report"] = publish_report(the_plan)
     return results

@@ -14,7 +14,7 @@ import tomli_w
 from apim_upgrade.plan import load_plan
 from apim_upgrade.wso2.nodes import http_check
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
-from sandbox.nodes import running_nodes, start_estate
+from sandbox.nodes import start_estate
 from sandbox.pgserver import find_server
 
 
@@ -62,8 +62,9 @@ def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str]
             results = rehearse()
         for name, result in results.items():
             say(f"== {name}: {result}")
-        say("after the cutover (the 4.4.0 control plane took over the 4.0.0 one's host and ports):")
-        for node in running_nodes(plan.cutover)[len(plan.cutover.control_plane_400) :]:
+        say("'production' after the rehearsal (a rehearsal never touches it; its own nodes are stopped):")
+        production = [*plan.cutover.control_plane_400, *[n for g in plan.cutover.gateway_groups for n in g.nodes]]
+        for node in production:
             ok, detail = http_check(node.health_url, timeout=2)
             say(f"   {node.name:<14} {node.health_url:<40} {'UP ' + detail if ok else 'down'}")
         return derive_rehearsal_plan(load_plan(plan_path)).parent / "work"

@@ -24,6 +24,7 @@ import tomli_w
 from apim_upgrade.plan import CutoverSection, NodeCommands
 from apim_upgrade.runtime import process
 from apim_upgrade.wso2.config_render import env, jdbc_url
+from sandbox.distribution.build import unpack_distribution
 from sandbox.errors import SandboxError
 
 SERVLET_PORT = 9763
@@ -97,13 +98,17 @@ def build_nodes(
     java_home: Path,
 ) -> dict[str, Any]:
     """Unpack the homes, configure them, and return the plan's [target_440] and [cutover] sections."""
-    from sandbox.distribution.build import build_distribution, unpack_distribution
+    from sandbox.distribution.build import build_distribution
 
     nodes_dir = directory / "nodes"
     packs = {v: build_distribution(v, directory / "packs", dbscripts=dbscripts.get(v)) for v in ("4.0.0", "4.4.0")}
     gateway_names = [n for names in GATEWAYS.values() for n in names]
-    offsets = _free_offsets(1 + len(gateway_names))
-    cp_offset, gateway_offsets = offsets[0], dict(zip(gateway_names, offsets[1:], strict=True))
+    offsets = _free_offsets(2 * (1 + len(gateway_names)))
+    cp_offset, gateway_offsets = offsets[0], dict(zip(gateway_names, offsets[1:], strict=False))
+    # The rehearsal's nodes: other homes on other ports, never production's (the plan refuses that).
+    rehearsal_offsets = offsets[1 + len(gateway_names) :]
+    rehearsal_cp_offset = rehearsal_offsets[0]
+    rehearsal_gateway_offsets = dict(zip(gateway_names, rehearsal_offsets[1:], strict=True))
 
     old_home = unpack_distribution(packs["4.0.0"], nodes_dir / "cp-400")
     (old_home / "repository/components/lib" / jdbc_driver.name).write_bytes(jdbc_driver.read_bytes())
@@ -135,18 +140,27 @@ def build_nodes(
     )
 
     new_home = unpack_distribution(packs["4.4.0"], nodes_dir / "cp-440")
-    gateways: dict[str, list[dict[str, Any]]] = {}
-    for group, names in GATEWAYS.items():
-        for name in names:
-            home = unpack_distribution(packs["4.4.0"], nodes_dir / name)
-            _edit_toml(home, {"server": {"offset": gateway_offsets[name]}})
-            gateways.setdefault(group, []).append(
-                _node(name, home, gateway_offsets[name], "4.4.0", java_home, profile="gateway-worker")
-            )
     nodes = {
         "control_plane_400": [_node("cp-400", old_home, cp_offset, "4.0.0", java_home, publisher=True)],
         "control_plane_440": [_node("cp-440", new_home, cp_offset, "4.4.0", java_home, publisher=True)],
-        "gateway_groups": [{"name": g, "nodes": n} for g, n in gateways.items()],
+        "gateway_groups": _gateways(packs["4.4.0"], nodes_dir, gateway_offsets, java_home, ""),
+    }
+    # A staging 4.0.0 control plane of its own (not started by `sandbox start`: a rehearsal's stop
+    # finds it down), the 4.4.0 home by its production path (a rehearsal runs its own copy of it,
+    # moved to rehearsal_cp_offset by server_offset), and gateways of its own.
+    rehearsal_400 = unpack_distribution(packs["4.0.0"], nodes_dir / "rehearsal" / "cp-400")
+    _edit_toml(rehearsal_400, {"server": {"offset": rehearsal_cp_offset}})
+    rehearsal = {
+        "control_plane_400": [
+            _node("cp-400-rehearsal", rehearsal_400, rehearsal_cp_offset, "4.0.0", java_home, publisher=True)
+        ],
+        "control_plane_440": [
+            _node("cp-440-rehearsal", new_home, rehearsal_cp_offset, "4.4.0", java_home, publisher=True)
+        ],
+        "gateway_groups": _gateways(
+            packs["4.4.0"], nodes_dir / "rehearsal", rehearsal_gateway_offsets, java_home, "-rehearsal"
+        ),
+        "server_offset": rehearsal_cp_offset,
     }
     return {
         "target_440": {
@@ -156,10 +170,24 @@ def build_nodes(
             "db_username": db_user,
             "db_password_env": db_password_env,
         },
-        # Everything in a sandbox is a stand-in, so a rehearsal may drive the same nodes.
-        "cutover": {**nodes, "rehearsal": nodes, "node_timeout_seconds": 120},
+        "cutover": {**nodes, "rehearsal": rehearsal, "node_timeout_seconds": 120},
         "_secrets": secrets,
     }
+
+
+def _gateways(
+    pack: Path, parent: Path, offsets: dict[str, int], java_home: Path, suffix: str
+) -> list[dict[str, Any]]:
+    """The gateway groups' nodes, each an unpacked home of its own on its own offset."""
+    groups = []
+    for group, names in GATEWAYS.items():
+        members = []
+        for name in names:
+            home = unpack_distribution(pack, parent / name)
+            _edit_toml(home, {"server": {"offset": offsets[name]}})
+            members.append(_node(name + suffix, home, offsets[name], "4.4.0", java_home, profile="gateway-worker"))
+        groups.append({"name": group, "nodes": members})
+    return groups
 
 
 def _secrets_to_placeholders(home: Path) -> dict[str, str]:

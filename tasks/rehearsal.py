@@ -6,6 +6,7 @@ from apim_upgrade.plan import Plan
 from apim_upgrade.postgres import copies
 from apim_upgrade.proof.steps import audited_step
 from apim_upgrade.rehearsal import derive_rehearsal_plan
+from apim_upgrade.wso2 import nodes
 from tasks.retry import retryable_task
 
 
@@ -32,3 +33,22 @@ def drop_rehearsal_copies(plan: Plan) -> str:
                 dropped.append(pair.target)
         rec.details["dropped"] = dropped
     return "dropped " + (", ".join(dropped) or "nothing")
+
+
+@retryable_task("stop_rehearsal_nodes")
+def stop_rehearsal_nodes(plan: Plan) -> list[str]:
+    """End of a rehearsal: its own 4.4.0 control plane and gateways stop before their copies are dropped.
+
+    ``plan`` is the rehearsal plan, whose [cutover] nodes are the [cutover.rehearsal] ones
+    (never production's: the plan refuses shared nodes). Nodes already down stop at once.
+    """
+    if plan.cutover is None:
+        return []
+    section = plan.cutover
+    stopped = []
+    for node in [*section.control_plane_440, *[n for g in section.gateway_groups for n in g.nodes]]:
+        with audited_step(plan, "rehearsal", "stop_rehearsal_node", {"node": node.name}) as rec:
+            nodes.stop_node(node, section.node_timeout_seconds)
+            rec.details.update(node=node.name, health_url=node.health_url, state="stopped")
+        stopped.append(node.name)
+    return stopped

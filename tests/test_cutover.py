@@ -16,10 +16,13 @@ from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db, history
 from apim_upgrade.proof import audit
+from apim_upgrade.rehearsal import rehearsal_suffix
 from apim_upgrade.wso2 import nodes
 from flows.cutover import cutover, rollback
 from flows.phases import run_phase
-from sandbox.nodes import CUSTOM_JAR, start_estate
+from flows.upgrade_apim import upgrade_apim
+from sandbox.demo import accept_invalid_apis
+from sandbox.nodes import CUSTOM_JAR, start_estate, stop_everything
 from tasks.cutover import SourceDrift
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -156,3 +159,44 @@ def test_failing_gateway_stops_the_rollout(jvm_sandbox: Path) -> None:
         for node in group.nodes:
             if node.name != "gw-internal-1":  # the untouched nodes were never stopped
                 assert nodes.http_check(node.health_url)[0], node.name
+
+
+def _home_pid(node: Any) -> str | None:
+    """The pid in the node's own home (wso2carbon.pid), from the home its start command runs."""
+    script = next(Path(arg) for arg in node.start if arg.endswith("api-manager.sh"))
+    pid_file = script.parents[1] / "wso2carbon.pid"
+    return pid_file.read_text().strip() if pid_file.exists() else None
+
+
+def test_rehearsal_on_a_running_estate_leaves_production_serving(jvm_sandbox: Path, pg: db.PgServer) -> None:
+    plan = load_plan(jvm_sandbox)
+    assert plan.cutover is not None and plan.cutover.rehearsal is not None
+    production = [*plan.cutover.control_plane_400, *[n for g in plan.cutover.gateway_groups for n in g.nodes]]
+    rehearsal = plan.cutover.rehearsal
+    rehearsal_nodes = [*rehearsal.control_plane_440, *[n for g in rehearsal.gateway_groups for n in g.nodes]]
+    try:
+        start_estate(plan.cutover)
+        before = {n.name: (nodes.already_healthy(n), _home_pid(n)) for n in production}
+        assert all(health and pid for health, pid in before.values()), before
+        assert before["cp-400"][0]["version"] == "4.0.0"  # type: ignore[index]
+        accept_invalid_apis(jvm_sandbox)
+
+        results = upgrade_apim(plan=str(jvm_sandbox), mode="rehearsal")
+
+        assert results["cutover"].startswith("cut over"), results
+        # Production: the same processes, still healthy, still 4.0.0 on the sources.
+        assert {n.name: (nodes.already_healthy(n), _home_pid(n)) for n in production} == before
+        with db.session(pg, "postgres") as conn:
+            names = {str(r[0]) for r in db.fetch_all(conn, "SELECT datname FROM pg_database")}
+        assert plan.databases.apim.source in names and plan.databases.shared.source in names
+        # The rehearsal's own nodes served (the audit trail says so) and were stopped before its copies went.
+        rehearsal_plan = load_plan(plan.work_dir / rehearsal_suffix().lstrip("_") / "plan.toml")
+        records = audit.read_records(rehearsal_plan.audit_path)
+        started = [r for r in records if r.step == "start_control_plane_440" and r.outcome == "succeeded"]
+        assert [r.details["node"] for r in started] == ["cp-440-rehearsal"]
+        assert all(not nodes.http_check(n.health_url, timeout=2)[0] for n in rehearsal_nodes)
+        stopped = [r.details["node"] for r in records if r.step == "stop_rehearsal_node"]
+        assert set(stopped) == {n.name for n in rehearsal_nodes}
+        assert rehearsal_plan.databases.apim.target not in names  # its copies were dropped
+    finally:
+        stop_everything(jvm_sandbox.parent)

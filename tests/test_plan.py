@@ -116,3 +116,43 @@ def test_cli_reports_plan_errors_with_exit_code(tmp_path: Path, capsys: pytest.C
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("FAILED: ") and "extra: unknown key" in err
+
+
+def _node(name: str, port: int, home: str) -> str:
+    return (
+        f'name = "{name}"\nstart = ["{home}/bin/api-manager.sh", "start"]\n'
+        f'stop = ["{home}/bin/api-manager.sh", "stop"]\nhealth_url = "http://cp.example:{port}/health"\n'
+    )
+
+
+def _cutover(rehearsal_400: str, rehearsal_440: str) -> str:
+    return (
+        VALID
+        + "[cutover]\n[[cutover.control_plane_400]]\n"
+        + _node("cp-400", 9443, "/opt/wso2am-4.0.0")
+        + "[[cutover.control_plane_440]]\n"
+        + _node("cp-440", 9443, "/opt/wso2am-4.4.0")
+        + "[[cutover.rehearsal.control_plane_400]]\n"
+        + rehearsal_400
+        + "[[cutover.rehearsal.control_plane_440]]\n"
+        + rehearsal_440
+    )
+
+
+def test_rehearsal_nodes_may_never_be_production_nodes(tmp_path: Path) -> None:
+    separate = _cutover(_node("stage-400", 19443, "/stage/4.0.0"), _node("stage-440", 19443, "/stage/4.4.0"))
+    assert load_plan(write(tmp_path, separate)).cutover is not None
+
+    same_url = problems(tmp_path, _cutover(_node("cp-400", 9443, "/opt/wso2am-4.0.0"), _node("s", 19443, "/s")))
+    assert "cutover.rehearsal.control_plane_400[0] 'cp-400' shares its health URL, host:port" in same_url
+    assert "with cutover.control_plane_400[0] 'cp-400'" in same_url and "a rehearsal would stop" in same_url
+    # Another name and URL path, but the same host:port: it would still reach production's node.
+    other_path = _node("stage-440", 9443, "/stage/4.4.0").replace("/health", "/status")
+    assert "shares its host:port with cutover.control_plane_400[0]" in problems(
+        tmp_path, _cutover(_node("stage-400", 19443, "/stage/4.0.0"), other_path)
+    )
+    # Another port, but production's own stop command.
+    same_command = _node("stage-400", 19443, "/opt/wso2am-4.0.0")
+    assert "shares its start command, stop command with cutover.control_plane_400[0]" in problems(
+        tmp_path, _cutover(same_command, _node("stage-440", 19443, "/stage/4.4.0"))
+    )

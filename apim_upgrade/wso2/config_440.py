@@ -98,6 +98,8 @@ def map_to_440(old: dict[str, Any], default_440: dict[str, Any], plan: Plan) -> 
             driver="org.postgresql.Driver",
         )
         section.setdefault("validationQuery", "SELECT 1")
+    if target.server_offset is not None:  # a rehearsal's 4.4.0 beside production: its own ports
+        doc.setdefault("server", {})["offset"] = target.server_offset
     before = old.get("indexing", {}).get("re_indexing")
     current = int(before) if isinstance(before, int) else 0
     doc.setdefault("indexing", {})["re_indexing"] = current + 1  # 4.4.0 re-indexes on its first start
