@@ -85,7 +85,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print("\n".join(dry_run(str(plan.source_path))))
         return 0
-    with _prefect_api():
+    from apim_upgrade.estate_lock import estate_lock
+
+    with estate_lock(plan, "run"), _prefect_api():  # a second writer on this estate is refused at once
         for name in selected:
             print(f"== phase {name}")
             result = run_phase(name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline)

@@ -41,6 +41,7 @@ def cutover(plan_path: str) -> str:
 def rollback(plan_path: str) -> str:
     """Side-by-side only: stop 4.4.0 and start 4.0.0 again on the untouched source databases."""
     from apim_upgrade.errors import ApimUpgradeError
+    from apim_upgrade.estate_lock import estate_lock
     from apim_upgrade.plan import Strategy
 
     plan = load_plan(plan_path)
@@ -49,7 +50,8 @@ def rollback(plan_path: str) -> str:
             "rollback needs the side-by-side strategy (4.0.0's databases untouched); "
             "with in-place, restore from your backups"
         )
-    stop_control_plane(plan, "440", phase="rollback")
-    start_control_plane(plan, "400", phase="rollback")
-    forget_cutover(plan)
+    with estate_lock(plan, "rollback"):  # never while a run or another rollback works on the estate
+        stop_control_plane(plan, "440", phase="rollback")
+        start_control_plane(plan, "400", phase="rollback")
+        forget_cutover(plan)
     return "rolled back: 4.0.0 control plane running on the source databases"

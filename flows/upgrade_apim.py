@@ -7,8 +7,8 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from apim_upgrade import phases as registry
+from apim_upgrade.estate_lock import estate_lock
 from apim_upgrade.plan import load_plan
-from apim_upgrade.postgres.schema_runner import advisory_lock
 from apim_upgrade.preflight import check_phase_inputs
 from flows.phases import run_phase
 from tasks.jvm import check_phase_done
@@ -37,13 +37,7 @@ def upgrade_apim(
     # Packs, keystores, scripts and secrets of the phases the plan can run: before anything is written.
     check_phase_inputs(estate, phases)
     # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
-    with advisory_lock(
-        estate.server(),
-        estate.postgres.maintenance_db,
-        f"estate:{estate.name}",
-        f"apim-upgrade {estate.name} {mode}",
-        f"working on estate '{estate.name}'",
-    ) as lock:
+    with estate_lock(estate, mode) as lock:
         the_plan = load_plan(prepare_rehearsal_plan(estate, fresh=not resume)) if mode == "rehearsal" else estate
         results: dict[str, str] = {}
         for name in phases:

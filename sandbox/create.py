@@ -151,12 +151,17 @@ def _write_plan(
 
 def destroy_sandbox(plan_path: Path) -> list[str]:
     """Stop the sandbox's nodes, drop its sources and any copies made from them."""
+    from apim_upgrade.estate_lock import estate_lock
+
     plan = load_plan(plan_path)
-    stop_everything(plan_path.parent)
-    names = [p.source for p in plan.databases.roles().values()]
-    targets = [p.target for p in plan.databases.roles().values()]
-    names += targets + rehearsal_copies(plan.server(), targets)
-    drop_estate(plan.server(), *names)
+    with estate_lock(plan, "sandbox destroy"):  # never under a run that is still working on it
+        stop_everything(plan_path.parent)
+        if plan.work_dir.exists():  # rehearsals run copies of the 4.4.0 home under the work directory
+            stop_everything(plan.work_dir)
+        names = [p.source for p in plan.databases.roles().values()]
+        targets = [p.target for p in plan.databases.roles().values()]
+        names += targets + rehearsal_copies(plan.server(), targets)
+        drop_estate(plan.server(), *names)
     return names
 
 
