@@ -28,8 +28,7 @@ def schema_upgrade(plan_path: str, rebaseline: bool = False) -> str:
     prewarm_gates()  # GX imports in the background while scripts are read, checked and applied
     section = plan.section("schema_upgrade")
     scripts = load_sql_scripts(plan)
-    holder = f"apim-upgrade {plan.name} schema-upgrade"
-    with schema_runner.upgrade_lock(plan.server(), plan.databases.apim.target, holder) as lock:
+    with schema_runner.upgrade_lock(plan.server(), plan.databases.apim.target, _lock_holder(plan.name)) as lock:
         statuses = check_script_history(plan, scripts, rebaseline)
         applied = 0
         for rank, status in enumerate(statuses, start=1):
@@ -51,12 +50,24 @@ def schema_upgrade(plan_path: str, rebaseline: bool = False) -> str:
 
 
 def dry_run(plan_path: str) -> list[str]:
-    """What schema-upgrade would execute, statement by statement; changes nothing."""
+    """What schema-upgrade would send to the API-M copy, statement by statement; changes nothing.
+
+    The run's own lock and script code runs against a recording connection (see
+    ``schema_runner.dry_run``), so what is printed cannot drift from what a run sends.
+    """
     from apim_upgrade.postgres.sqlscript import load_script
 
     plan = load_plan(plan_path)
     section = plan.section("schema_upgrade")
     scripts = [load_script(s.path, s.from_version, s.to_version) for s in section.scripts]
     schema_runner.check_order(scripts, section.start_version)
-    statuses = schema_runner.statuses_for(plan.server(), plan.databases.apim.target, scripts)
-    return list(schema_runner.dry_run_lines(statuses))
+    server, target = plan.server(), plan.databases.apim.target
+    statuses = schema_runner.statuses_for(server, target, scripts)
+    return schema_runner.dry_run(
+        server, target, statuses, holder_name=_lock_holder(plan.name), run_as=plan.databases.apim.owner
+    )
+
+
+def _lock_holder(plan_name: str) -> str:
+    """The application_name of the session holding the upgrade lock (who a refused run names)."""
+    return f"apim-upgrade {plan_name} schema-upgrade"

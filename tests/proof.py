@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from apim_upgrade.plan import Plan
-from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres import bookkeeping, db, queries
 from apim_upgrade.postgres.catalog import take_snapshot
 from apim_upgrade.postgres.schema_diff import read_catalog
 
@@ -31,7 +31,7 @@ KEY_TABLES = {
 VOLATILE_COLUMNS: dict[str, set[str]] = {}
 # apim-upgrade's own tables: compared by durable content below, the audit log not at all
 # (its records carry times and run ids; `apim-upgrade audit verify --plan` checks it instead).
-BOOKKEEPING = {"audit_log", "completed_steps", "schema_history", "checkpoints"}
+BOOKKEEPING = {"bookkeeping_version", "audit_log", "completed_steps", "schema_history", "checkpoints"}
 
 
 def end_state(server: db.PgServer, plan: Plan) -> dict[str, Any]:
@@ -75,7 +75,10 @@ def source_fingerprint(server: db.PgServer, plan: Plan) -> dict[str, Any]:
 
 def _bookkeeping(conn: db.Connection, role: str) -> dict[str, Any]:
     tables = {str(t) for (t,) in db.fetch_all(conn, queries.TABLES, (queries.HISTORY_SCHEMA,))}
-    found: dict[str, Any] = {f"{role}.bookkeeping.tables": sorted(tables)}
+    found: dict[str, Any] = {
+        f"{role}.bookkeeping.tables": sorted(tables),
+        f"{role}.bookkeeping.version": bookkeeping.present(conn).version,
+    }
     if "completed_steps" in tables:
         found[f"{role}.bookkeeping.completed_steps"] = [
             list(r) for r in db.fetch_all(conn, queries.completed_step_names())

@@ -11,7 +11,7 @@ import tomli_w
 
 from apim_upgrade.errors import ApimUpgradeError, GateFailed
 from apim_upgrade.plan import load_plan
-from apim_upgrade.postgres import db, schema_runner
+from apim_upgrade.postgres import bookkeeping, db, queries, schema_runner
 from apim_upgrade.postgres.catalog import take_snapshot
 from apim_upgrade.postgres.schema_diff import read_catalog
 from commands.cli import main
@@ -237,3 +237,70 @@ def test_customised_source_is_reported_before_anything_starts(
     record = next(r for r in audit.read_records(plan.audit_path) if r.step == "check_conformance")
     assert record.phase == "prepare-databases" and record.outcome == "succeeded"
     assert record.details["differences"] == 1 and record.details["unaccepted"] == 1
+
+
+def _untouched(pg: db.PgServer, dbname: str) -> tuple[object, ...]:
+    """The WSO2 schema, apim-upgrade's own schema (catalogue and rows) and the copy's marker."""
+    with db.session(pg, dbname, read_only=True) as conn:
+        own = db.fetch_all(conn, queries.CATALOG_COLUMNS, (queries.HISTORY_SCHEMA,))
+    return (
+        _state(pg, dbname),
+        own,
+        take_snapshot(pg, dbname, queries.HISTORY_SCHEMA).row_counts,
+        bookkeeping.state(pg, dbname),
+    )
+
+
+def test_dry_run_walks_the_run_itself_roles_locks_history_and_changes_nothing(
+    at_420: Path, pg: db.PgServer, standin_scripts: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_section(
+        at_420,
+        _section([("4.2.0", "4.3.0", standin_scripts["4.3.0"]), ("4.3.0", "4.4.0", standin_scripts["4.4.0"])]),
+    )
+    plan = load_plan(at_420)
+    target, owner = plan.databases.apim.target, plan.databases.apim.owner
+    assert bookkeeping.state(pg, target).version == 0  # a copy without bookkeeping: the run would create it
+    before = _untouched(pg, target)
+
+    assert main(["run", str(at_420), "--phase", "schema-upgrade", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert _untouched(pg, target) == before, "the dry run wrote to the database"
+
+    def at(text: str, start: int = 0) -> int:
+        return next(i for i, line in enumerate(lines) if i >= start and text in line)
+
+    # The session lock first, on its own autocommit session; released last.
+    lock = at(f"SELECT pg_try_advisory_lock({queries.ADVISORY_NAMESPACE}, hashtext('{target}'));")
+    assert (
+        "autocommit" in lines[lock - 1]
+        and f"application_name 'apim-upgrade {plan.name} schema-upgrade'" in lines[lock - 1]
+    )
+    assert lines[-1] == f"SELECT pg_advisory_unlock({queries.ADVISORY_NAMESPACE}, hashtext('{target}'));"
+    # Each script: header, its transaction with the apply lock, role switch, statements, history row.
+    for rank, (old, new) in enumerate((("4.2.0", "4.3.0"), ("4.3.0", "4.4.0")), start=1):
+        name = standin_scripts[new].name
+        header = at(f"-- {name} ({old} -> {new}), sha256")
+        begin = at("BEGIN;", header)
+        xact_lock = at(f"pg_try_advisory_xact_lock({queries.ADVISORY_NAMESPACE}, hashtext('apply:{target}'))", begin)
+        role = at(f'SET LOCAL ROLE "{owner}";', xact_lock)
+        first = at("-- statement 1, line", role)
+        reset = at("RESET ROLE;", first)
+        insert = at('INSERT INTO "apim_upgrade".schema_history', reset)
+        assert f"({rank}, '{old}', '{new}', '{name}', '" in lines[insert]
+        assert lines[insert + 1] == "COMMIT;"
+        assert header < begin < xact_lock < role < first < reset < insert
+    # The bookkeeping schema is created once, by the first script's transaction, as a run would.
+    text = "\n".join(lines)
+    assert text.count('CREATE SCHEMA IF NOT EXISTS "apim_upgrade"') == 1
+    assert text.count('INSERT INTO "apim_upgrade".bookkeeping_version') == 1
+
+    # After the run, the dry run shows both scripts skipped, still under the lock.
+    assert run_phase("schema-upgrade", plan).startswith("2 script(s) applied")
+    before = _untouched(pg, target)
+    assert main(["run", str(at_420), "--phase", "schema-upgrade", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert _untouched(pg, target) == before
+    assert sum("already applied, skipped" in line for line in lines) == 2
+    assert not any(line.startswith(("BEGIN", "SET LOCAL ROLE", "INSERT")) for line in lines)
+    assert lines[-1].startswith("SELECT pg_advisory_unlock(")

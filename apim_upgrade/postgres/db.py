@@ -20,6 +20,7 @@ from apim_upgrade.postgres.address import APPLICATION_NAME, PgServer
 __all__ = ["APPLICATION_NAME", "Connection", "PgServer", "Query"]
 
 Query = str | sql.SQL | sql.Composed
+Params = Sequence[Any] | dict[str, Any] | None
 Connection = psycopg.Connection[Any]
 
 
@@ -189,43 +190,174 @@ def snapshot_transaction(
         conn.close()
 
 
-def is_broken(conn: psycopg.Connection[Any]) -> bool:
+def is_broken(conn: AnyConnection) -> bool:
     """The session is gone (closed, or the server ended it)."""
     return bool(conn.closed or conn.broken)
 
 
-def fetch_all(
-    conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None
-) -> list[tuple[Any, ...]]:
+def fetch_all(conn: AnyConnection, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+    if isinstance(conn, RecordingConnection):
+        conn.send(query, params)
+        return []  # a dry run has none of the rows its writes would leave
     with conn.cursor() as cur:
         cur.execute(query, params)
         return list(cur.fetchall()) if cur.description else []
 
 
-def fetch_one(
-    conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None
-) -> tuple[Any, ...] | None:
+def fetch_one(conn: AnyConnection, query: Query, params: Params = None) -> tuple[Any, ...] | None:
+    if isinstance(conn, RecordingConnection):
+        conn.send(query, params)
+        return None
     with conn.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchone() if cur.description else None
 
 
-def execute(conn: psycopg.Connection[Any], query: Query, params: Sequence[Any] | dict[str, Any] | None = None) -> int:
+def probe(conn: AnyConnection, query: Query, params: Params = None) -> tuple[Any, ...] | None:
+    """A read of the database as it is now, whose answer decides what is sent next.
+
+    A recording connection records it and answers it from the real database (read-only), so a
+    dry run takes the branch a run would take. Only for reads that exist before the run writes.
+    """
+    if isinstance(conn, RecordingConnection):
+        conn.send(query, params)
+        return fetch_one(conn.recorder.reader, query, params)
+    return fetch_one(conn, query, params)
+
+
+def try_lock(conn: AnyConnection, query: Query, params: Params = None) -> bool:
+    """Run a ``pg_try_advisory_*lock`` query: True when granted (a dry run shows the granted path)."""
+    if isinstance(conn, RecordingConnection):
+        conn.send(query, params)
+        return True
+    row = fetch_one(conn, query, params)
+    return bool(row and row[0])
+
+
+def execute(conn: AnyConnection, query: Query, params: Params = None) -> int:
     """Run one statement (or a parameterless script); returns the row count."""
+    if isinstance(conn, RecordingConnection):
+        conn.send(query, params)
+        return 0
     with conn.cursor() as cur:
         cur.execute(query, params)
         return cur.rowcount
 
 
-def execute_script(conn: psycopg.Connection[Any], script: str) -> None:
+def execute_script(conn: AnyConnection, script: str | sql.Composable) -> None:
     """Run a multi-statement SQL text (no parameters) in the simple query protocol."""
+    text = script if isinstance(script, str) else render(conn, script)
+    if isinstance(conn, RecordingConnection):
+        conn.send(text)
+        return
     with conn.cursor() as cur:
-        cur.execute(script.encode(), prepare=False)
+        cur.execute(text.encode(), prepare=False)
 
 
-def render(conn: psycopg.Connection[Any], query: sql.Composable) -> str:
+def render(conn: AnyConnection, query: sql.Composable) -> str:
     """The exact SQL text a composed query sends (for logs and dry runs)."""
-    return query.as_string(conn)
+    return query.as_string(conn.recorder.reader if isinstance(conn, RecordingConnection) else conn)
+
+
+def address(conn: AnyConnection) -> tuple[str, int, str]:
+    """Host, port and database of a session (of the database a recording stands for)."""
+    info = (conn.recorder.reader if isinstance(conn, RecordingConnection) else conn).info
+    return info.host, info.port, info.dbname
+
+
+# --- the dry run: the same code, recording instead of sending --------------------------------
+
+
+class Recorder:
+    """The statements a run would send, in order, as text: what a dry run prints.
+
+    Code that writes takes a :class:`RecordingConnection` from :meth:`connect` or
+    :meth:`session` where it would take a connection; the functions of this module then
+    record each statement, rendered by psycopg against ``reader`` (a real read-only
+    connection: quoting and parameters come out exactly as the server would get them), and
+    send nothing. Reads return no rows, except :func:`probe` and :func:`try_lock`.
+    """
+
+    def __init__(self, reader: Connection) -> None:
+        self.reader = reader
+        self.lines: list[str] = []
+        self.sessions = 0
+        # What this recording has already "done" (bookkeeping migrations, say): the run would
+        # not send it twice, though nothing of it reached the database.
+        self.done: set[Any] = set()
+
+    def note(self, text: str) -> None:
+        self.lines.append(f"-- {text}")
+
+    def connect(
+        self, dbname: str, *, autocommit: bool = False, application_name: str | None = None
+    ) -> RecordingConnection:
+        self.sessions += 1
+        mode = ", autocommit" if autocommit else ""
+        name = f", application_name '{application_name[:63]}'" if application_name else ""
+        self.note(f"session {self.sessions}: connect to '{dbname}'{name}{mode}")
+        return RecordingConnection(self, autocommit=autocommit)
+
+    @contextmanager
+    def session(self, dbname: str, *, application_name: str | None = None) -> Iterator[RecordingConnection]:
+        """Like :func:`session`: commits at the end of the block, rolls back on an error."""
+        conn = self.connect(dbname, application_name=application_name)
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+class RecordingConnection:
+    """Stands for a connection in a dry run (see :class:`Recorder`); sends nothing."""
+
+    closed = False
+    broken = False
+
+    def __init__(self, recorder: Recorder, *, autocommit: bool) -> None:
+        self.recorder = recorder
+        self.autocommit = autocommit
+        self._in_transaction = False
+
+    def send(self, query: Query, params: Params = None) -> None:
+        # psycopg opens a transaction with the first statement of a non-autocommit session.
+        if not self.autocommit and not self._in_transaction:
+            self.recorder.lines.append("BEGIN;")
+            self._in_transaction = True
+        if params is None:
+            text = query if isinstance(query, str) else query.as_string(self.recorder.reader)
+        else:
+            text = psycopg.ClientCursor(self.recorder.reader).mogrify(query, params)
+        self.recorder.lines.append(text.strip().rstrip(";") + ";")
+
+    def commit(self) -> None:
+        if self._in_transaction:
+            self.recorder.lines.append("COMMIT;")
+            self._in_transaction = False
+
+    def rollback(self) -> None:
+        if self._in_transaction:
+            self.recorder.lines.append("ROLLBACK;")
+            self._in_transaction = False
+
+    def close(self) -> None:
+        self.rollback()
+
+
+# What the query functions above take: a real session, or a dry run's stand-in for one.
+AnyConnection = Connection | RecordingConnection
+
+
+@contextmanager
+def recording(server: PgServer, dbname: str) -> Iterator[Recorder]:
+    """A recorder whose statements are rendered against a read-only session on ``dbname``."""
+    reader = connect(server, dbname, read_only=True, autocommit=True)
+    try:
+        yield Recorder(reader)
+    finally:
+        reader.close()
 
 
 def _first_line(exc: BaseException) -> str:

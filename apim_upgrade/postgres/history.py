@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres import bookkeeping, db, queries
 from apim_upgrade.postgres.catalog import Snapshot
 
 
@@ -24,7 +24,7 @@ def mark_done(
     evidence: dict[str, Any] | None = None,
 ) -> None:
     with db.session(server, dbname) as conn:
-        db.execute_script(conn, queries.create_completed_steps().as_string(conn))
+        bookkeeping.ensure(conn)
         db.execute(
             conn,
             queries.upsert_completed_step(),
@@ -35,13 +35,7 @@ def mark_done(
 def completed(server: db.PgServer, dbname: str, phase: str, step: str) -> tuple[datetime, dict[str, Any]] | None:
     """When the step completed on this database and its evidence, or None."""
     with db.session(server, dbname, read_only=True) as conn:
-        exists = db.fetch_one(conn, queries.COMPLETED_STEPS_EXISTS)
-        if not exists or not exists[0]:
-            return None
-        row = db.fetch_one(conn, queries.select_completed_step(), (phase, step))
-    if row is None:
-        return None
-    return row[0], dict(row[2] or {})
+        return bookkeeping.completed_step(conn, phase, step)
 
 
 def checkpoint(server: db.PgServer, dbname: str, phase: str, label: str, take: Callable[[], Snapshot]) -> Snapshot:
@@ -52,13 +46,11 @@ def checkpoint(server: db.PgServer, dbname: str, phase: str, label: str, take: C
     It lives in the target database, so a rebuilt copy starts without it.
     """
     with db.session(server, dbname) as conn:
-        exists = db.fetch_one(conn, queries.CHECKPOINTS_EXIST)
-        if exists and exists[0]:
-            row = db.fetch_one(conn, queries.select_checkpoint(), (phase, label))
-            if row is not None:
-                return Snapshot.model_validate_json(row[0])
+        stored = bookkeeping.stored_checkpoint(conn, phase, label)
+        if stored is not None:
+            return Snapshot.model_validate_json(stored)
         snap = take()
-        db.execute_script(conn, queries.create_checkpoints().as_string(conn))
+        bookkeeping.ensure(conn)
         db.execute(conn, queries.insert_checkpoint(), (phase, label, snap.model_dump_json()))
     return snap
 
@@ -66,6 +58,5 @@ def checkpoint(server: db.PgServer, dbname: str, phase: str, label: str, take: C
 def forget(server: db.PgServer, dbname: str, phase: str, step: str) -> None:
     """Undo mark_done (a rollback returns the estate to before the phase)."""
     with db.session(server, dbname) as conn:
-        exists = db.fetch_one(conn, queries.COMPLETED_STEPS_EXISTS)
-        if exists and exists[0]:
+        if bookkeeping.present(conn).has("completed_steps"):  # nothing recorded: nothing to undo
             db.execute(conn, queries.delete_completed_step(), (phase, step))

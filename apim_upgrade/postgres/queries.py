@@ -149,16 +149,22 @@ def index_names(schema: str) -> sql.Composed:
     return sql.SQL("SELECT indexname FROM pg_indexes WHERE schemaname = {}").format(sql.Literal(schema))
 
 
-# --- audit history schema (inside the target API-M database) -----------------
+# --- apim-upgrade's bookkeeping schema (inside the target API-M database) ---------------
+# Created and versioned by apim_upgrade/postgres/bookkeeping.py only. Each migration is
+# applied once, in order, and recorded in bookkeeping_version (as alembic_version does).
 
 HISTORY_SCHEMA = "apim_upgrade"
 
-
-def create_history_schema(owner: str | None = None) -> sql.Composed:
-    del owner  # the schema belongs to whoever runs the tool, like flyway_schema_history
-    return sql.SQL(
-        """
+# Migration 1 is the schema the previous releases created table by table on the fly
+# (columns exactly as they were); IF NOT EXISTS lets it adopt such a database as it is.
+_BOOKKEEPING_V1 = """
 CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.bookkeeping_version (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    applied_by  text NOT NULL DEFAULT current_user
+);
 CREATE TABLE IF NOT EXISTS {schema}.audit_log (
     seq           bigint PRIMARY KEY,
     recorded_at   timestamptz NOT NULL,
@@ -175,8 +181,79 @@ CREATE TABLE IF NOT EXISTS {schema}.audit_log (
     prev_sha256   text NOT NULL,
     sha256        text NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS {schema}.completed_steps (
+    phase        text NOT NULL,
+    step         text NOT NULL,
+    completed_at timestamptz NOT NULL DEFAULT now(),
+    flow_run_id  text,
+    evidence     jsonb NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (phase, step)
+);
+CREATE TABLE IF NOT EXISTS {schema}.schema_history (
+    installed_rank integer PRIMARY KEY,
+    from_version   text NOT NULL,
+    to_version     text NOT NULL,
+    script         text NOT NULL,
+    sha256         text NOT NULL,
+    statements     integer NOT NULL,
+    duration_ms    integer NOT NULL,
+    applied_at     timestamptz NOT NULL DEFAULT now(),
+    applied_by     text NOT NULL,
+    flow_run_id    text,
+    rebaselined_from text,
+    UNIQUE (from_version, to_version)
+);
+CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
+    phase      text NOT NULL,
+    label      text NOT NULL,
+    taken_at   timestamptz NOT NULL DEFAULT now(),
+    snapshot   jsonb NOT NULL,
+    PRIMARY KEY (phase, label)
+)"""
+
+
+def bookkeeping_migrations() -> list[tuple[int, str, sql.Composed]]:
+    """(version, description, DDL) in order. Append only: never edit a released migration."""
+    schema = sql.Identifier(HISTORY_SCHEMA)
+    return [
+        (1, "audit_log, completed_steps, schema_history, checkpoints", sql.SQL(_BOOKKEEPING_V1).format(schema=schema)),
+    ]
+
+
+# One catalogue read per writer session: which database this is (its oid changes when a
+# copy is dropped and rebuilt under the same name) and whether the schema is versioned yet.
+BOOKKEEPING_PROBE = """
+SELECT d.oid::bigint, d.datname, to_regclass('apim_upgrade.bookkeeping_version') IS NOT NULL
+FROM pg_database d WHERE d.datname = current_database()
 """
-    ).format(schema=sql.Identifier(HISTORY_SCHEMA))
+# Read after the lock from pg_class itself (this statement's snapshot), not with to_regclass,
+# whose name lookup may still answer from this session's cache what it saw before the lock.
+BOOKKEEPING_VERSION_TABLE_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'apim_upgrade' AND c.relname = 'bookkeeping_version')
+"""
+# Held by the transaction that migrates: two first writers on a new copy do not race.
+BOOKKEEPING_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext('apim-upgrade bookkeeping'))"
+
+
+def bookkeeping_version() -> sql.Composed:
+    return sql.SQL("SELECT max(version) FROM {}.bookkeeping_version").format(sql.Identifier(HISTORY_SCHEMA))
+
+
+def insert_bookkeeping_version() -> sql.Composed:
+    return sql.SQL("INSERT INTO {}.bookkeeping_version (version, description) VALUES (%s, %s)").format(
+        sql.Identifier(HISTORY_SCHEMA)
+    )
+
+
+def checkpoint_labels() -> sql.Composed:
+    return sql.SQL("SELECT phase, label FROM {}.checkpoints ORDER BY phase, label").format(
+        sql.Identifier(HISTORY_SCHEMA)
+    )
+
+
+def audit_record_count() -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {}.audit_log").format(sql.Identifier(HISTORY_SCHEMA))
 
 
 def insert_audit_record() -> sql.Composed:
@@ -193,28 +270,9 @@ def audit_hashes() -> sql.Composed:
     return sql.SQL("SELECT seq, sha256 FROM {}.audit_log ORDER BY seq").format(sql.Identifier(HISTORY_SCHEMA))
 
 
-HISTORY_TABLE_EXISTS = "SELECT to_regclass('apim_upgrade.audit_log') IS NOT NULL"
-
-
 # --- completed steps (resume truth, inside the target API-M database) ---------------
 # Unlike audit_log (a mirror of the whole trail), this table only ever holds steps
 # that ran against *this* database: a rebuilt copy starts with it empty.
-
-
-def create_completed_steps() -> sql.Composed:
-    return sql.SQL(
-        """
-CREATE SCHEMA IF NOT EXISTS {schema};
-CREATE TABLE IF NOT EXISTS {schema}.completed_steps (
-    phase        text NOT NULL,
-    step         text NOT NULL,
-    completed_at timestamptz NOT NULL DEFAULT now(),
-    flow_run_id  text,
-    evidence     jsonb NOT NULL DEFAULT '{{}}',
-    PRIMARY KEY (phase, step)
-);
-"""
-    ).format(schema=sql.Identifier(HISTORY_SCHEMA))
 
 
 def upsert_completed_step() -> sql.Composed:
@@ -229,9 +287,6 @@ def select_completed_step() -> sql.Composed:
     return sql.SQL(
         "SELECT completed_at, flow_run_id, evidence FROM {}.completed_steps WHERE phase = %s AND step = %s"
     ).format(sql.Identifier(HISTORY_SCHEMA))
-
-
-COMPLETED_STEPS_EXISTS = "SELECT to_regclass('apim_upgrade.completed_steps') IS NOT NULL"
 
 
 # --- schema conformance: catalogue reads for apim_upgrade.postgres.schema_diff --------------
@@ -314,28 +369,6 @@ SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
 PING = "SELECT 1"
 
 
-def create_schema_history() -> sql.Composed:
-    return sql.SQL(
-        """
-CREATE SCHEMA IF NOT EXISTS {schema};
-CREATE TABLE IF NOT EXISTS {schema}.schema_history (
-    installed_rank integer PRIMARY KEY,
-    from_version   text NOT NULL,
-    to_version     text NOT NULL,
-    script         text NOT NULL,
-    sha256         text NOT NULL,
-    statements     integer NOT NULL,
-    duration_ms    integer NOT NULL,
-    applied_at     timestamptz NOT NULL DEFAULT now(),
-    applied_by     text NOT NULL,
-    flow_run_id    text,
-    rebaselined_from text,
-    UNIQUE (from_version, to_version)
-);
-"""
-    ).format(schema=sql.Identifier(HISTORY_SCHEMA))
-
-
 def select_schema_history() -> sql.Composed:
     return sql.SQL(
         "SELECT installed_rank, from_version, to_version, script, sha256, statements, duration_ms, applied_at "
@@ -364,29 +397,11 @@ def rebaseline_schema_history() -> sql.Composed:
     ).format(sql.Identifier(HISTORY_SCHEMA))
 
 
-SCHEMA_HISTORY_EXISTS = "SELECT to_regclass('apim_upgrade.schema_history') IS NOT NULL"
-
-
 def set_local_role(role: str) -> sql.Composed:
     return sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role))
 
 
 # --- checkpoint snapshots (the "before" of a step survives a crash or a failed gate) ------
-
-
-def create_checkpoints() -> sql.Composed:
-    return sql.SQL(
-        """
-CREATE SCHEMA IF NOT EXISTS {schema};
-CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
-    phase      text NOT NULL,
-    label      text NOT NULL,
-    taken_at   timestamptz NOT NULL DEFAULT now(),
-    snapshot   jsonb NOT NULL,
-    PRIMARY KEY (phase, label)
-);
-"""
-    ).format(schema=sql.Identifier(HISTORY_SCHEMA))
 
 
 def insert_checkpoint() -> sql.Composed:
@@ -399,9 +414,6 @@ def select_checkpoint() -> sql.Composed:
     return sql.SQL("SELECT snapshot::text FROM {}.checkpoints WHERE phase = %s AND label = %s").format(
         sql.Identifier(HISTORY_SCHEMA)
     )
-
-
-CHECKPOINTS_EXIST = "SELECT to_regclass('apim_upgrade.checkpoints') IS NOT NULL"
 
 
 def delete_completed_step() -> sql.Composed:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from apim_upgrade.errors import ApimUpgradeError, DatabaseUnavailable
-from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres import bookkeeping, db, queries
+from apim_upgrade.postgres.bookkeeping import AppliedScript
 from apim_upgrade.postgres.sqlscript import Script, ScriptError, Statement
 from apim_upgrade.runtime.identity import default_actor
 
@@ -47,17 +47,6 @@ class UpgradeLocked(ApimUpgradeError):
 
 
 @dataclass(frozen=True)
-class AppliedScript:
-    rank: int
-    from_version: str
-    to_version: str
-    script: str
-    sha256: str
-    statements: int
-    duration_ms: int
-
-
-@dataclass(frozen=True)
 class ScriptStatus:
     script: Script
     state: str  # pending | applied | drift
@@ -65,10 +54,8 @@ class ScriptStatus:
 
 
 def read_history(conn: db.Connection) -> list[AppliedScript]:
-    exists = db.fetch_one(conn, queries.SCHEMA_HISTORY_EXISTS)
-    if not exists or not exists[0]:
-        return []
-    return [AppliedScript(*row[:7]) for row in db.fetch_all(conn, queries.select_schema_history())]
+    """The scripts recorded as applied, in order (none on a database without bookkeeping)."""
+    return bookkeeping.applied_scripts(conn)
 
 
 def check_order(scripts: list[Script], start_version: str) -> None:
@@ -104,9 +91,11 @@ def plan_scripts(scripts: list[Script], history: list[AppliedScript]) -> list[Sc
 
 
 @contextmanager
-def upgrade_lock(server: db.PgServer, dbname: str, holder_name: str) -> Iterator[SessionLock]:
+def upgrade_lock(
+    server: db.PgServer, dbname: str, holder_name: str, *, recorder: db.Recorder | None = None
+) -> Iterator[SessionLock]:
     """Hold the per-database advisory lock for the duration of the block (fails fast)."""
-    with advisory_lock(server, dbname, dbname, holder_name, f"upgrading '{dbname}'") as lock:
+    with advisory_lock(server, dbname, dbname, holder_name, f"upgrading '{dbname}'", recorder=recorder) as lock:
         yield lock
 
 
@@ -115,19 +104,32 @@ class SessionLock:
 
     The holder's application_name is ``holder_name`` so whoever is refused learns who holds
     the lock. A server restart ends the session and with it the lock: :meth:`ensure` takes it
-    again (failing fast if another run got it in between).
+    again (failing fast if another run got it in between). With a ``recorder`` (dry run) the
+    lock's statements are recorded, not sent.
     """
 
-    def __init__(self, server: db.PgServer, connect_db: str, key: str, holder_name: str, activity: str) -> None:
+    def __init__(
+        self,
+        server: db.PgServer,
+        connect_db: str,
+        key: str,
+        holder_name: str,
+        activity: str,
+        recorder: db.Recorder | None = None,
+    ) -> None:
         self.server, self.connect_db, self.key = server, connect_db, key
         self.holder_name, self.activity = holder_name[:63], activity
-        self.conn: db.Connection | None = None
+        self.recorder = recorder
+        self.conn: db.AnyConnection | None = None
 
     def acquire(self) -> None:
-        conn = db.connect(self.server, self.connect_db, autocommit=True, application_name=self.holder_name)
+        conn: db.AnyConnection
+        if self.recorder is not None:
+            conn = self.recorder.connect(self.connect_db, autocommit=True, application_name=self.holder_name)
+        else:
+            conn = db.connect(self.server, self.connect_db, autocommit=True, application_name=self.holder_name)
         try:
-            got = db.fetch_one(conn, queries.TRY_ADVISORY_LOCK, (queries.ADVISORY_NAMESPACE, self.key))
-            if not got or not got[0]:
+            if not db.try_lock(conn, queries.TRY_ADVISORY_LOCK, (queries.ADVISORY_NAMESPACE, self.key)):
                 holders = db.fetch_all(conn, queries.ADVISORY_HOLDER, (queries.ADVISORY_NAMESPACE, self.key))
                 who = (
                     "; ".join(
@@ -175,10 +177,16 @@ class SessionLock:
 
 @contextmanager
 def advisory_lock(
-    server: db.PgServer, connect_db: str, key: str, holder_name: str, activity: str
+    server: db.PgServer,
+    connect_db: str,
+    key: str,
+    holder_name: str,
+    activity: str,
+    *,
+    recorder: db.Recorder | None = None,
 ) -> Iterator[SessionLock]:
     """A session-level advisory lock on ``key`` for the duration of the block; fails fast."""
-    lock = SessionLock(server, connect_db, key, holder_name, activity)
+    lock = SessionLock(server, connect_db, key, holder_name, activity, recorder)
     lock.acquire()
     try:
         yield lock
@@ -195,21 +203,27 @@ def apply_script(
     flow_run_id: str | None = None,
     on_statement: Callable[[Statement], None] | None = None,
     run_as: str | None = None,
+    recorder: db.Recorder | None = None,
 ) -> AppliedScript:
     """Run every statement of ``script`` and record it, all in one transaction.
 
     ``run_as``: the database owner; the script runs as that role (SET LOCAL ROLE) so the
-    objects it creates belong to WSO2's user like the rest of the schema.
+    objects it creates belong to WSO2's user like the rest of the schema. ``recorder``: the
+    dry run; every statement of this very code is recorded instead of sent.
     """
     started = time.monotonic()
     app = f"{SCRIPT_APPLICATION_NAME} {script.from_version}->{script.to_version}"
-    with db.session(server, dbname, activity=f"applying {script.name}", application_name=app) as conn:
+    opened: AbstractContextManager[db.AnyConnection] = (
+        recorder.session(dbname, application_name=app)
+        if recorder is not None
+        else db.session(server, dbname, activity=f"applying {script.name}", application_name=app)
+    )
+    with opened as conn:
         current: Statement | None = None
         stage = "preparing its transaction"  # where it stopped, when no statement of the script is running
         try:
-            db.execute_script(conn, queries.create_schema_history().as_string(conn))
-            got = db.fetch_one(conn, queries.TRY_ADVISORY_XACT_LOCK, (queries.ADVISORY_NAMESPACE, f"apply:{dbname}"))
-            if not got or not got[0]:
+            bookkeeping.ensure(conn)
+            if not db.try_lock(conn, queries.TRY_ADVISORY_XACT_LOCK, (queries.ADVISORY_NAMESPACE, f"apply:{dbname}")):
                 raise UpgradeLocked(
                     f"another session is applying a script to '{dbname}' right now; wait for it to finish, then rerun"
                 )
@@ -290,45 +304,46 @@ def rebaseline(server: db.PgServer, dbname: str, script: Script) -> None:
         )
 
 
-def dry_run_lines(statuses: list[ScriptStatus]) -> Iterator[str]:
-    """Exactly what a real run would execute, in order, with source lines."""
-    for status in statuses:
-        s = status.script
-        if status.state == "applied":
-            yield f"-- {s.name} ({s.from_version} -> {s.to_version}): already applied, skipped"
-            continue
-        if status.state == "drift":
-            yield (
-                f"-- {s.name}: DRIFT (recorded sha256 {status.recorded.sha256 if status.recorded else '?'}, "
-                f"file {s.sha256}): refused unless re-baselined"
-            )
-            continue
-        yield f"-- {s.name} ({s.from_version} -> {s.to_version}), sha256 {s.sha256}, {len(s.statements)} statements"
-        yield "BEGIN;"
-        for line, text in s.skipped:
-            yield f"-- line {line}: skipped transaction control {text!r} (the runner's transaction replaces it)"
-        for st in s.statements:
-            yield f"-- statement {st.number}, line {st.line}"
-            yield st.text + ";"
-        yield f"-- + INSERT INTO apim_upgrade.schema_history (... '{s.name}', '{s.sha256}' ...)"
-        yield "COMMIT;"
+def dry_run(
+    server: db.PgServer, dbname: str, statuses: list[ScriptStatus], *, holder_name: str, run_as: str | None
+) -> list[str]:
+    """What a run would send for ``statuses``, statement by statement; sends nothing.
+
+    The run's own code (the upgrade lock, then :func:`apply_script` per pending script) runs
+    against a recorder, so the role switches, the locks and the history row are all there.
+    """
+    with db.recording(server, dbname) as recorder:
+        with upgrade_lock(server, dbname, holder_name, recorder=recorder):
+            for rank, status in enumerate(statuses, start=1):
+                s = status.script
+                if status.state == "applied":
+                    recorder.note(f"{s.name} ({s.from_version} -> {s.to_version}): already applied, skipped")
+                    continue
+                if status.state == "drift":
+                    recorded = status.recorded.sha256 if status.recorded else "?"
+                    recorder.note(
+                        f"{s.name}: DRIFT (recorded sha256 {recorded}, file {s.sha256}): refused unless re-baselined"
+                    )
+                    continue
+                recorder.note(
+                    f"{s.name} ({s.from_version} -> {s.to_version}), sha256 {s.sha256}, {len(s.statements)} statements"
+                )
+                for line, text in s.skipped:
+                    recorder.note(
+                        f"line {line}: skipped transaction control {text!r} (the runner's transaction replaces it)"
+                    )
+                apply_script(
+                    server,
+                    dbname,
+                    s,
+                    rank,
+                    run_as=run_as,
+                    recorder=recorder,
+                    on_statement=lambda st: recorder.note(f"statement {st.number}, line {st.line}"),
+                )
+        return recorder.lines
 
 
 def statuses_for(server: db.PgServer, dbname: str, scripts: list[Script]) -> list[ScriptStatus]:
     with db.session(server, dbname, read_only=True) as conn:
         return plan_scripts(scripts, read_history(conn))
-
-
-def describe_history(rows: list[AppliedScript]) -> list[dict[str, Any]]:
-    return [
-        {
-            "rank": r.rank,
-            "from": r.from_version,
-            "to": r.to_version,
-            "script": r.script,
-            "sha256": r.sha256,
-            "statements": r.statements,
-            "duration_ms": r.duration_ms,
-        }
-        for r in rows
-    ]

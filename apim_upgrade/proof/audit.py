@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from apim_upgrade.errors import AuditError
-from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres import bookkeeping, db, queries
 from apim_upgrade.redact import mask_secrets
 from apim_upgrade.runtime.identity import default_actor
 
@@ -202,7 +202,7 @@ def verify_chain(path: Path) -> list[str]:
 def sync_to_database(server: db.PgServer, dbname: str, records: list[AuditRecord]) -> int:
     """Insert the records the history table lacks; returns how many were added."""
     with db.session(server, dbname) as conn:
-        db.execute_script(conn, queries.create_history_schema().as_string(conn))
+        bookkeeping.ensure(conn)
         known = {seq for seq, _ in db.fetch_all(conn, queries.audit_hashes())}
         added = 0
         for rec in records:
@@ -218,8 +218,7 @@ def sync_to_database(server: db.PgServer, dbname: str, records: list[AuditRecord
 def compare_with_database(server: db.PgServer, dbname: str, records: list[AuditRecord]) -> list[str]:
     """Differences between the file and the database copy of the trail."""
     with db.session(server, dbname, read_only=True) as conn:
-        exists = db.fetch_one(conn, queries.HISTORY_TABLE_EXISTS)
-        if not exists or not exists[0]:
+        if not bookkeeping.present(conn).has("audit_log"):
             return [f"database '{dbname}' holds no apim_upgrade.audit_log yet"]
         in_db = dict(db.fetch_all(conn, queries.audit_hashes()))
     problems = []
