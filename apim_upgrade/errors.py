@@ -44,6 +44,14 @@ class DatabaseError(ApimUpgradeError):
 class DatabaseUnavailable(DatabaseError):
     """The server could not be reached (transient: tasks retry it)."""
 
+    exit_code = 3  # the same code whichever command meets it: plan check, run, rehearse, rollback
+
+
+class LoginRefused(DatabaseError):
+    """The server refused the login or the database does not exist (permanent: never retried)."""
+
+    exit_code = 3
+
 
 class PostgresUnavailable(ApimUpgradeError):
     """No PostgreSQL server could be reached or started."""

@@ -160,8 +160,9 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
                     "error",
                     "sessions",
                     f"{len(rows)} other session(s) connected to '{datname}' "
-                    f"(CREATE DATABASE ... TEMPLATE needs none): {listed}; stop those clients "
-                    "or rerun with --terminate-connections",
+                    f"(CREATE DATABASE ... TEMPLATE needs none): {listed}; stop those clients, or set "
+                    f"terminate_connections = true under [copy] in {plan.source_path} (every command and "
+                    "deployment honours it; `run` and `plan check` also take --terminate-connections)",
                 )
 
         data_dir = (db.fetch_one(conn, queries.DATA_DIRECTORY) or (None,))[0]

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apim_upgrade.errors import ApimUpgradeError, AuditError, PreflightError, hide_known_tracebacks
 from apim_upgrade.phases import NAMES as PHASE_NAMES
+
+if TYPE_CHECKING:
+    from apim_upgrade.plan import Plan
 
 # Quiet, local defaults; an operator's own settings win.
 for _var, _value in (
@@ -90,10 +95,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     with estate_lock(plan, "run"), _prefect_api():  # a second writer on this estate is refused at once
         for name in selected:
             print(f"== phase {name}")
-            result = run_phase(name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline)
+            try:
+                result = run_phase(
+                    name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline
+                )
+            except ApimUpgradeError:
+                _report_after_failure(plan.work_dir)
+                raise
             print(f"== phase {name} finished: {result}")
     _print_outputs(plan.work_dir)
     return 0
+
+
+def _fail_fast(plan: Plan) -> None:
+    """Before Prefect starts: the password variable is set and the server takes the login.
+
+    The same failure then has the same exit code and line whichever command meets it.
+    A password in a Prefect Secret block needs the API: it is read once the run starts.
+    """
+    from apim_upgrade.postgres import db
+
+    if plan.postgres.password_secret_block:
+        return
+    db.connect(plan.server(), plan.postgres.maintenance_db, autocommit=True).close()
 
 
 def _prefect_api() -> AbstractContextManager[str | None]:
@@ -112,6 +136,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.plan)  # fail fast, before Prefect starts
     check_phase_inputs(plan, phases.select(args.from_phase, args.until_phase))
+    _fail_fast(plan)
     with _prefect_api():
         results = upgrade_apim(
             plan=str(Path(args.plan).resolve()),
@@ -133,6 +158,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     if plan.cutover is None:
         raise ApimUpgradeError(f"{args.plan} has no [cutover] section: nothing to roll back")
+    _fail_fast(plan)
     with _prefect_api():
         print(rollback(plan_path=str(plan.source_path)))
     return 0
@@ -143,6 +169,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     print(f"report: {report_command(Path(args.path))}")
     return 0
+
+
+def _report_after_failure(work_dir: Path) -> None:
+    """A stopped run still gets its report (the failure first); never hides the failure itself."""
+    from apim_upgrade.proof.report import build_report
+
+    if (work_dir / "audit.jsonl").exists():
+        try:
+            print(f"report:      {build_report(work_dir)}")
+        except (ApimUpgradeError, OSError) as exc:
+            print(f"(no report: {exc})")
 
 
 def _print_outputs(work_dir: Path) -> None:
@@ -359,13 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM: unwinds like Ctrl-C, so servers and locks are released on the way out."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.traceback:
         hide_known_tracebacks()
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args.func(args))
+    except Terminated:
+        print("FAILED: stopped by SIGTERM; rerun the same command to resume where it stopped", file=sys.stderr)
+        return 143
     except ApimUpgradeError as exc:
         if args.traceback:
             traceback.print_exc()

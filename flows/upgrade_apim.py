@@ -13,7 +13,7 @@ from apim_upgrade.preflight import check_phase_inputs
 from flows.phases import run_phase
 from tasks.jvm import check_phase_done
 from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan, stop_rehearsal_nodes
-from tasks.report import publish_report
+from tasks.report import publish_report, report_after_failure
 
 
 @flow(name="upgrade-apim")
@@ -40,20 +40,25 @@ def upgrade_apim(
     with estate_lock(estate, mode) as lock:
         the_plan = load_plan(prepare_rehearsal_plan(estate, fresh=not resume)) if mode == "rehearsal" else estate
         results: dict[str, str] = {}
-        for name in phases:
-            lock.ensure()  # a server restart during the previous phase released it
-            section = registry.missing_section(the_plan, name)
-            if section is not None:
-                logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
-                results[name] = f"skipped (no [{section}])"
-                continue
-            if registry.get(name).records_completion and check_phase_done(the_plan, name):
-                results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
-                continue
-            results[name] = str(run_phase(name, the_plan))
-        if mode == "rehearsal" and not keep_copies and phases[-1] == registry.NAMES[-1]:
-            # Nothing of the rehearsal's may keep serving from copies about to be dropped.
-            results["rehearsal-nodes"] = "stopped " + (", ".join(stop_rehearsal_nodes(the_plan)) or "none")
-            results["rehearsal-copies"] = drop_rehearsal_copies(the_plan)
+        try:
+            for name in phases:
+                lock.ensure()  # a server restart during the previous phase released it
+                section = registry.missing_section(the_plan, name)
+                if section is not None:
+                    logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
+                    results[name] = f"skipped (no [{section}])"
+                    continue
+                if registry.get(name).records_completion and check_phase_done(the_plan, name):
+                    results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
+                    continue
+                results[name] = str(run_phase(name, the_plan))
+            if mode == "rehearsal" and not keep_copies and phases[-1] == registry.NAMES[-1]:
+                # Nothing of the rehearsal's may keep serving from copies about to be dropped.
+                results["rehearsal-nodes"] = "stopped " + (", ".join(stop_rehearsal_nodes(the_plan)) or "none")
+                results["rehearsal-copies"] = drop_rehearsal_copies(the_plan)
+        except Exception:
+            # A stopped run is when the report matters most: write it (its failure first), then fail.
+            report_after_failure(the_plan)
+            raise
         results["report"] = publish_report(the_plan)
     return results

@@ -8,6 +8,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from pydantic import ConfigDict, Field, model_validator
 
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.phases import CUTOVER
@@ -30,11 +31,28 @@ class SourceDrift(ApimUpgradeError):
 
 
 class CutoverDecision(RunInput):
-    """What the operator answers in the Prefect UI when the cutover pauses."""
+    """What the operator answers in the Prefect UI when the cutover pauses.
 
-    approve: bool
-    decided_by: str
-    reason: str = ""
+    An approval needs a name, a rejection a reason too. The rules are in the JSON schema, so
+    the Prefect server refuses an incomplete answer at the form and the run stays paused.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"approve": {"const": False}}},
+            "then": {"properties": {"reason": {"minLength": 1, "pattern": r"\S"}}},
+        }
+    )
+
+    approve: bool = Field(description="Approve the cutover (untick to reject it).")
+    decided_by: str = Field(min_length=1, pattern=r"\S", description="Who decides (name or e-mail).")
+    reason: str = Field("", description="Why: required when rejecting.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> CutoverDecision:
+        if not self.approve and not self.reason.strip():
+            raise ValueError("a rejection needs a reason")
+        return self
 
 
 @retryable_task("check_source_drift")

@@ -195,11 +195,12 @@ def report_findings(plan: Plan, phase: str, findings: list[Finding]) -> list[Fin
         )
         if blocking:
             apis = sorted({f.api_key for f in blocking})
+            paste = "accepted_invalid_apis = [" + ", ".join(f'"{k}"' for k in apis) + "]"
             raise PreMigrationFindings(
-                f"{len(apis)} API(s) have definitions that will break after migration; fix them in 4.0.0 "
-                f"before migrating (or list them in migration_environment.accepted_invalid_apis): "
-                + "; ".join(f"{f.name} {f.version} ({f.provider}): {f.message[:160]}" for f in blocking)
-                + f". Details: {csv_path}"
+                f"{len(apis)} API(s) have definitions that will break after migration: "
+                + "; ".join(f"{f.api_key}: {f.message[:160]}" for f in blocking)
+                + f". Fix them in 4.0.0 before migrating, or accept them: under [migration_environment] "
+                f"in {plan.source_path}, set {paste}. Details: {csv_path}"
             )
     return findings
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact
 
+from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import Plan
 from apim_upgrade.proof.report import build_report
 from tasks.retry import retryable_task
@@ -19,3 +21,11 @@ def publish_report(plan: Plan) -> str:
         description="Self-contained HTML report: timeline, gates, findings, scripts, conformance",
     )
     return str(path)
+
+
+def report_after_failure(plan: Plan) -> None:
+    """Write the report of a run that is failing; never hides the failure it reports."""
+    try:
+        publish_report(plan)
+    except (ApimUpgradeError, OSError) as exc:  # e.g. a full disk: the run's own error is what matters
+        get_run_logger().warning("could not write the report of this failed run: %s", exc)

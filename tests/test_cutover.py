@@ -95,6 +95,10 @@ def _run_cutover_with_decision(plan_path: Path, decision: dict[str, Any]) -> str
     worker = threading.Thread(target=lambda: results.append(cutover(plan_path=str(plan_path))), daemon=True)
     worker.start()
     run_id = _paused_run_id(time.monotonic() + 120)
+    # An approval without a name, a rejection without a reason: the server refuses, the run stays paused.
+    incomplete = {"approve": decision["approve"], "decided_by": "" if decision["approve"] else "x", "reason": " "}
+    with pytest.raises(RuntimeError, match=r"Cannot resume this run: .*(decided_by|reason)"):
+        resume_flow_run(run_id, run_input=incomplete)  # type: ignore[arg-type]
     resume_flow_run(run_id, run_input=decision)  # type: ignore[arg-type]
     worker.join(300)
     assert results, "the cutover flow did not finish"

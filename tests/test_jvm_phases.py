@@ -76,8 +76,9 @@ def test_full_chain_with_findings_gate_and_no_secrets(jvm_sandbox: Path, pg: obj
         run_phase("api-pre-migration", plan)
     invalid = _invalid_apis(jvm_sandbox)
     for api in invalid:
-        name, version, _ = api.split(":")
-        assert f"{name} {version}" in str(err.value)
+        assert f"{api}: " in str(err.value)  # name:version:provider, as the plan wants them
+    # The exact line to paste into the plan.
+    assert "accepted_invalid_apis = [" + ", ".join(f'"{a}"' for a in sorted(invalid)) + "]" in str(err.value)
     csv_text = (plan.work_dir / "reports" / "pre-migration-findings.csv").read_text()
     assert all(api.split(":")[0] in csv_text for api in invalid)
 

@@ -66,7 +66,7 @@ def test_connected_sessions_listed_and_opt_in_terminate(make_sandbox: Callable[.
         db.execute(conn, "SET application_name = 'wso2-control-plane-1'")
         errors = _errors(plan_path)
         assert "wso2-control-plane-1 from 127.0.0.1" in errors["sessions"]
-        assert "--terminate-connections" in errors["sessions"]
+        assert "terminate_connections = true under [copy]" in errors["sessions"]
         assert "sessions" not in _errors(plan_path, terminate_connections=True)
 
 

@@ -98,8 +98,8 @@ def create_copy(
             hint = ""
             if isinstance(exc, db.ObjectInUse):  # someone is connected to the source
                 hint = (
-                    " Other sessions are connected to the source: stop those clients or "
-                    "rerun with --terminate-connections."
+                    " Other sessions are connected to the source: stop those clients, or set "
+                    "terminate_connections = true under [copy] in the plan."
                 )
             raise DatabaseError(
                 f"copying '{source}' to '{target}' failed: {db.describe_pg_error(exc)}.{hint}"

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from apim_upgrade.errors import DatabaseError, DatabaseUnavailable
+from apim_upgrade.errors import DatabaseError, DatabaseUnavailable, LoginRefused
 from apim_upgrade.postgres.address import APPLICATION_NAME, PgServer
 
 __all__ = ["APPLICATION_NAME", "Connection", "PgServer", "Query"]
@@ -50,7 +50,7 @@ def connect(
         # connection without a SQLSTATE (psycopg raises plain OperationalError), so its text is
         # the only signal here; errors on an open session are classified by class instead.
         permanent = "does not exist" in text or "authentication" in text or "password" in text
-        raise (DatabaseError if permanent else DatabaseUnavailable)(
+        raise (LoginRefused if permanent else DatabaseUnavailable)(
             f"cannot connect to database '{dbname}' at {server.describe()}: "
             f"{_first_line(exc)}. Check the [postgres] section of the plan, that the server "
             "is running and that the password variable is set."
