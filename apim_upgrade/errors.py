@@ -74,6 +74,20 @@ class GateFailed(ApimUpgradeError):
         return (type(self), (self.gate, self.failures, self.docs))
 
 
+class DiskFull(ApimUpgradeError):
+    """A file could not be written for lack of space; nothing half-written was left behind."""
+
+    exit_code = 11
+
+    @classmethod
+    def writing(cls, path: object, needed: int | None = None) -> DiskFull:
+        need = f" (about {needed // 1024 + 1} kB more)" if needed else ""
+        return cls(
+            f"no space left on the device writing {path}{need}; free space there (or move work_dir) and "
+            "rerun the same command: it resumes where it stopped"
+        )
+
+
 class AuditError(ApimUpgradeError):
     """The audit trail is unreadable or its hash chain is broken."""
 

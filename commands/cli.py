@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apim_upgrade.errors import ApimUpgradeError, AuditError, PreflightError, hide_known_tracebacks
+from apim_upgrade.errors import ApimUpgradeError, AuditError, DiskFull, PreflightError, hide_known_tracebacks
 from apim_upgrade.phases import NAMES as PHASE_NAMES
 
 if TYPE_CHECKING:
@@ -221,6 +222,23 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_repair(args: argparse.Namespace) -> int:
+    from apim_upgrade.estate_lock import estate_lock
+    from apim_upgrade.plan import load_plan
+    from apim_upgrade.proof import audit
+
+    plan = load_plan(args.plan)
+    with estate_lock(plan, "audit repair"):  # no run may append while the file is rebuilt
+        from_db, from_file, damaged = audit.repair(plan.audit_path, plan.server(), plan.databases.apim.target)
+    print(
+        f"{plan.audit_path}: rebuilt from {from_db} record(s) of '{plan.databases.apim.target}'"
+        + (f" and {from_file} intact record(s) of the file beyond them" if from_file else "")
+        + "; hash chain intact"
+        + (f"; the damaged file is kept as {damaged}" if damaged else "")
+    )
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
     from apim_upgrade.proof import audit
@@ -368,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("verify", cmd_audit_verify, aud, "verify the hash chain (and the database copy with --plan)")
     sp.add_argument("path", nargs="?", help="work directory or audit.jsonl")
     sp.add_argument("--plan", help="also compare with the history schema in the target database")
+    sp = add("repair", cmd_audit_repair, aud, "rebuild audit.jsonl from its copy in the target database")
+    sp.add_argument("plan")
 
     sp = add("rollback", cmd_rollback, sub, "side-by-side: stop 4.4.0 and start 4.0.0 again on the sources")
     sp.add_argument("plan")
@@ -420,6 +440,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"FAILED: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"FAILED: {DiskFull.writing(exc.filename or 'a file of this run')}", file=sys.stderr)
+        return DiskFull.exit_code
     except KeyboardInterrupt:
         print("FAILED: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

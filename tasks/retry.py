@@ -8,13 +8,15 @@ Anything else (a failing statement, a failed gate, a wrong name) never heals by 
 
 from __future__ import annotations
 
+import errno
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from apim_upgrade.errors import DatabaseUnavailable
+from apim_upgrade.errors import DatabaseUnavailable, DiskFull
 from apim_upgrade.postgres import db
 
 RETRIES = 2
@@ -44,11 +46,28 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def retryable_task(name: str) -> Callable[[F], Any]:
-    """``@task`` with our retry policy; never cached (every run re-checks real state)."""
-    return task(
-        name=name,
-        retries=RETRIES,
-        retry_delay_seconds=RETRY_DELAYS,
-        retry_condition_fn=is_transient,
-        cache_policy=NO_CACHE,
-    )
+    """``@task`` with our retry policy; never cached (every run re-checks real state).
+
+    A full disk inside any task (ours, GX's or Prefect's own writes) becomes one DiskFull
+    line naming the file, instead of a stack from whatever library was writing.
+    """
+
+    def decorate(fn: F) -> Any:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                raise DiskFull.writing(exc.filename or "a file of this run") from None
+
+        return task(
+            name=name,
+            retries=RETRIES,
+            retry_delay_seconds=RETRY_DELAYS,
+            retry_condition_fn=is_transient,
+            cache_policy=NO_CACHE,
+        )(run)
+
+    return decorate

@@ -256,6 +256,10 @@ def audit_record_count() -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {}.audit_log").format(sql.Identifier(HISTORY_SCHEMA))
 
 
+def audit_records() -> sql.Composed:
+    return sql.SQL("SELECT record FROM {}.audit_log ORDER BY seq").format(sql.Identifier(HISTORY_SCHEMA))
+
+
 def insert_audit_record() -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {}.audit_log (seq, recorded_at, plan_name, flow_run_id, phase, step, "

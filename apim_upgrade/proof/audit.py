@@ -14,10 +14,12 @@ it: values under secret-looking keys are masked before hashing.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -26,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from apim_upgrade.errors import AuditError
+from apim_upgrade.errors import AuditError, DiskFull
 from apim_upgrade.postgres import bookkeeping, db, queries
 from apim_upgrade.redact import mask_secrets
 from apim_upgrade.runtime.identity import default_actor
@@ -118,15 +120,63 @@ def append_record(
         }
         body = json.loads(canonical(body))  # exactly what will be hashed and re-read
         body["sha256"] = _record_hash(body)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(canonical(body) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        _append_line(path, canonical(body) + "\n")
     return AuditRecord.model_validate(body)
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one whole line or nothing: a failed write (a full disk) is cut back off the file."""
+    data = line.encode("utf-8")
+    # Unbuffered: a buffered file would retry its flush (and fail again) before truncating.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)  # the trail ends at its last whole record again
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull.writing(path, len(data)) from None
+            raise
+    finally:
+        os.close(fd)
+
+
+def _cut_torn_append(path: Path) -> int:
+    """A crash mid-append leaves a last line with no newline: roll it back (it was never a record)."""
+    with open(path, "rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        if end == 0:
+            return 0
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        pos = end
+        while pos > 0:
+            step = min(4096, pos)
+            pos -= step
+            fh.seek(pos)
+            cut = fh.read(step).rfind(b"\n")
+            if cut >= 0:
+                keep = pos + cut + 1
+                break
+        else:
+            keep = 0
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return end - keep
 
 
 def _last_record(path: Path) -> AuditRecord | None:
     if not path.exists() or path.stat().st_size == 0:
+        return None
+    _cut_torn_append(path)  # under the append lock: no writer is mid-line now
+    if path.stat().st_size == 0:
         return None
     with open(path, "rb") as fh:
         # Read backwards to the last line: the trail may grow large.
@@ -145,7 +195,8 @@ def _last_record(path: Path) -> AuditRecord | None:
     except ValueError as exc:
         raise AuditError(
             f"{path}: last line is not a valid audit record ({exc.__class__.__name__}); "
-            "run `apim-upgrade audit verify` and restore the file from its database copy"
+            "run `apim-upgrade audit verify`, then `apim-upgrade audit repair PLAN` to rebuild it from its "
+            "database copy"
         ) from None
 
 
@@ -154,14 +205,19 @@ def read_records(path: Path) -> list[AuditRecord]:
     if not path.exists():
         return []
     out = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
+            if not line.endswith("\n"):
+                break  # a torn append (crash, full disk): never a record; the next append cuts it off
             try:
                 out.append(AuditRecord.model_validate_json(line))
             except ValueError:
-                raise AuditError(f"{path}:{lineno}: not a valid audit record; the trail was edited by hand") from None
+                raise AuditError(
+                    f"{path}:{lineno}: not a valid audit record; the trail was edited by hand. "
+                    "Rebuild it from its database copy: apim-upgrade audit repair PLAN"
+                ) from None
     return out
 
 
@@ -176,6 +232,12 @@ def verify_chain(path: Path) -> list[str]:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
+            if not line.endswith("\n"):
+                problems.append(
+                    f"line {lineno}: an interrupted append ({len(line.encode())} bytes, no record); the next "
+                    "run cuts it off, or `apim-upgrade audit repair PLAN` does now"
+                )
+                break
             try:
                 body = json.loads(line)
                 stored = body.pop("sha256")
@@ -243,3 +305,109 @@ def pending_copies(path: Path) -> set[str]:
         if rec.step == "copy_database" and isinstance(target, str):
             last[target] = rec.outcome
     return {t for t, outcome in last.items() if outcome in ("started", "failed")}
+
+
+def database_records(server: db.PgServer, dbname: str) -> list[AuditRecord]:
+    """The trail as the target database holds it, in order (empty if it holds none)."""
+    with db.session(server, dbname, read_only=True) as conn:
+        if not bookkeeping.present(conn).has("audit_log"):
+            return []
+        rows = db.fetch_all(conn, queries.audit_records())
+    return [AuditRecord.model_validate(row[0]) for row in rows]
+
+
+def _intact_prefix(path: Path) -> list[AuditRecord]:
+    """The file's records up to the first one that is torn, edited or out of chain."""
+    good: list[AuditRecord] = []
+    if not path.exists():
+        return good
+    prev = GENESIS
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.endswith("\n") or not line.strip():
+                break
+            try:
+                rec = AuditRecord.model_validate_json(line)
+            except ValueError:
+                break
+            body = json.loads(line)
+            body.pop("sha256", None)
+            if rec.prev_sha256 != prev or _record_hash(body) != rec.sha256:
+                break
+            good.append(rec)
+            prev = rec.sha256
+    return good
+
+
+def repair(path: Path, server: db.PgServer, dbname: str) -> tuple[int, int, Path | None]:
+    """Rebuild the file from its database copy plus the file's own intact records beyond it.
+
+    The chain is verified before the file is replaced (atomically); the damaged file is kept
+    beside it. Returns (records from the database, records kept from the file, damaged copy).
+    """
+    with _locked(path):
+        from_db = database_records(server, dbname)
+        problems = _chain_problems(from_db)
+        if problems:
+            raise AuditError(
+                f"the database copy of the trail in '{dbname}' does not verify ({problems[0]}); "
+                "it cannot be used to repair the file: keep both and investigate"
+            )
+        from_file = _intact_prefix(path)
+        by_seq = {r.seq: r for r in from_file}
+        for rec in from_db:
+            other = by_seq.get(rec.seq)
+            if other is not None and other.sha256 != rec.sha256:
+                raise AuditError(
+                    f"{path} and the database copy disagree at seq {rec.seq}; neither can repair the other: "
+                    "keep both and investigate"
+                )
+        merged = list(from_db) + [r for r in from_file if not from_db or r.seq > from_db[-1].seq]
+        if _chain_problems(merged):
+            merged = list(from_db)  # the file's tail does not follow the database's: the database wins
+        text = "".join(_line_of(r) + "\n" for r in merged)
+        damaged = None
+        if path.exists() and path.read_bytes() != text.encode():
+            # Kept for the investigation; the trail itself is replaced only by a whole, verified file.
+            damaged = path.with_name(f"{path.name}.damaged-{datetime.now().strftime('%Y%m%dT%H%M%S')}")
+            shutil.copy2(path, damaged)
+        _write_atomically(path, text)
+        if verify_chain(path):
+            raise AuditError(f"{path}: the rebuilt trail does not verify; the damaged file is kept at {damaged}")
+    return len(from_db), len(merged) - len(from_db), damaged
+
+
+def _line_of(rec: AuditRecord) -> str:
+    """The record exactly as append_record wrote it (datetimes as isoformat(), canonical JSON)."""
+    body = rec.model_dump(mode="python")
+    for key in ("started_at", "ended_at"):
+        if body[key] is not None:
+            body[key] = body[key].isoformat()
+    return canonical(json.loads(canonical(body)))
+
+
+def _chain_problems(records: list[AuditRecord]) -> list[str]:
+    prev, problems = GENESIS, []
+    for expected, rec in enumerate(records, 1):
+        body = json.loads(_line_of(rec))
+        body.pop("sha256")
+        if rec.seq != expected or rec.prev_sha256 != prev or _record_hash(body) != rec.sha256:
+            problems.append(f"seq {rec.seq} does not follow seq {expected - 1}")
+        prev = rec.sha256
+    return problems
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Temporary file, flush, fsync, rename: a reader sees the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull.writing(path, len(text.encode())) from None
+        raise

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,10 @@ _DATASOURCES: dict[tuple[Path, str], str] = {}
 _GX_IMPORT = threading.Lock()
 # Data Docs pages of gates already run, not yet rendered (see run_gate): GX roots with some, and
 # the list itself, kept in a file under each root.
+log = logging.getLogger(__name__)
 _PENDING_FILE = Path("gx", "uncommitted", "apim-upgrade-pending-data-docs.jsonl")
+# Below this much free space Data Docs are left for a later build (a page is tens of kB).
+DOCS_MIN_FREE = 8 * 1024 * 1024
 _PENDING_ROOTS: set[Path] = set()
 _PENDING_LOCK = threading.Lock()
 
@@ -122,12 +126,34 @@ def _context(gx_root: Path) -> Any:
             import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        _set_aside_torn_files(root)
         context = gx.get_context(mode="file", project_root_dir=str(root))
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         _CONTEXTS[root] = context
         for key in [k for k in _DATASOURCES if k[0] == root]:
             del _DATASOURCES[key]
     return context
+
+
+def _set_aside_torn_files(root: Path) -> list[Path]:
+    """GX writes its JSON and YAML in place: a full disk or a kill can leave one cut short, and
+    GX then fails on it forever. Such a file is moved to ``gx-damaged/`` (kept, not deleted):
+    suites and definitions are rebuilt from expectations/ by the next gate; a cut validation
+    result was never a whole one."""
+    moved: list[Path] = []
+    project = root / "gx"
+    if not project.is_dir():
+        return moved
+    for path in sorted(project.rglob("*.json")):
+        try:
+            json.loads(path.read_bytes() or b"x")
+        except ValueError:
+            target = root / "gx-damaged" / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            log.warning("GX file %s was cut short (full disk or crash): moved to %s", path, target)
+            moved.append(target)
+    return moved
 
 
 def _datasource(context: Any, gx_root: Path, server: db.PgServer, database: str) -> Any:
@@ -279,6 +305,10 @@ def build_pending_data_docs(gx_root: Path | None = None) -> None:
                 identifiers[line] = kinds[kind].from_tuple(tuple(parts))
             except (ValueError, KeyError, TypeError):  # empty, or cut short by a killed run
                 continue
+        if identifiers and shutil.disk_usage(root).free < DOCS_MIN_FREE:
+            # GX would log a stack per page it cannot write; the pages stay pending for the next build.
+            log.warning("Data Docs of %s not rendered: the disk is (nearly) full; the next run renders them", root)
+            continue
         if identifiers:
             _context(root).build_data_docs(resource_identifiers=list(identifiers.values()))
         with _PENDING_LOCK:  # only what was rendered: a gate may have run meanwhile in another thread

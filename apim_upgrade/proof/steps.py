@@ -7,6 +7,7 @@ and is ours.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.errors import ApimUpgradeError, DiskFull
 from apim_upgrade.plan import Plan
 from apim_upgrade.postgres import db, queries
 from apim_upgrade.postgres.copies import read_marker
@@ -81,17 +82,27 @@ def audited_step(
     try:
         yield record
     except BaseException as exc:
-        record.details["error"] = str(exc) if isinstance(exc, ApimUpgradeError) else repr(exc)
-        audit.append_record(
-            plan.audit_path,
-            started_at=started,
-            ended_at=datetime.now(UTC),
-            outcome="failed",
-            details=record.details,
-            gates=record.gates,
-            **common,
-        )
+        failure: BaseException = exc
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # one line naming the file, not a stack
+            failure = DiskFull.writing(exc.filename or f"the work directory {plan.work_dir}")
+        record.details["error"] = str(failure) if isinstance(failure, ApimUpgradeError) else repr(failure)
+        try:
+            audit.append_record(
+                plan.audit_path,
+                started_at=started,
+                ended_at=datetime.now(UTC),
+                outcome="failed",
+                details=record.details,
+                gates=record.gates,
+                **common,
+            )
+        except DiskFull:
+            if failure is exc and not isinstance(exc, DiskFull):
+                raise  # the trail could not take the record: that is now the failure to report
+            # The step already failed for lack of space: its record waits for the rerun's retry.
         _mirror_to_database(plan)
+        if failure is not exc:
+            raise failure from None
         raise
     audit.append_record(
         plan.audit_path,
