@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db
 from tests.conftest import unique
 
@@ -84,8 +85,8 @@ def test_sigterm_ends_with_one_failed_line_and_releases_the_estate(
             with db.session(pg, "postgres", read_only=True) as conn:
                 held = db.fetch_one(
                     conn,
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
-                    ("apim-upgrade % rehearsal",),
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (f"apim-upgrade {load_plan(plan_path).name} rehearsal",),
                 )
             if held and held[0]:
                 break
