@@ -43,7 +43,7 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
     with audited_step(plan, PHASE, "validate_copy", {"role": role, "source_digest": source.digest()}) as rec:
         copy_snapshot = take_snapshot(server, pair.target, pair.db_schema)
         spec = build_copy_gate(role, source, copy_snapshot)
-        result = run_gate(plan.work_dir / "gx", server, spec)
+        result = run_gate(plan.work_dir / "gx", server, spec, f"{PHASE}-validate_copy")
         rows = comparison_rows(source, copy_snapshot)
         rec.gates.append(result.summary())
         rec.details.update(
@@ -145,7 +145,7 @@ def validate_migration(
                 required_columns=required,
                 count_may_change=EXPECTED_COUNT_CHANGES.get(component, {}).get(role, set()),
             )
-            result = run_gate(plan.work_dir / "gx", server, spec)
+            result = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-validate_migration")
             docs = result.docs_index
             rec.gates.append(result.summary())
             summaries += comparison_rows(before[role], after)
@@ -171,7 +171,7 @@ def validate_unchanged(plan: Plan, phase: str, before: dict[str, Snapshot]) -> N
         for role, pair in plan.databases.roles().items():
             after = take_snapshot(server, pair.target, pair.db_schema)
             spec = build_change_gate(f"{phase}-{role}", pair.target, before[role], after)
-            result = run_gate(plan.work_dir / "gx", server, spec)
+            result = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-validate_unchanged")
             docs = result.docs_index
             rec.gates.append(result.summary())
             failures += [f"{pair.target}: {f}" for f in result.failures]

@@ -176,7 +176,7 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
             required_columns=required,
             count_may_change=spec_cfg.expected_row_changes,
         )
-        result = run_gate(plan.work_dir / "gx", server, spec)
+        result = run_gate(plan.work_dir / "gx", server, spec, f"{PHASE}-validate_script")
         rec.gates.append(result.summary())
         rows = comparison_rows(before, after)
         altered = script.tables()
@@ -225,7 +225,8 @@ def check_conformance(
             result = conformance.check(server, role, dbname, dbscripts, accepted, pair.db_schema)
             rows += result.rows()
             if databases == "target":  # GX runs only against the copies, never the sources
-                gate = run_gate(plan.work_dir / "gx", server, conformance.conformance_gate(result, pair.db_schema))
+                spec = conformance.conformance_gate(result, pair.db_schema)
+                gate = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-check_conformance")
                 rec.gates.append(gate.summary())
                 docs = gate.docs_index
             failures += [f"{dbname}: {d.describe()}" for d in result.unaccepted]

@@ -32,8 +32,9 @@ def _gate(name: str, max_value: int) -> GateSpec:
 
 
 def _pages(root: Path, suite: str) -> list[Path]:
-    # GX stores suite "gate-a.numbers" under validations/gate-a/numbers/<run>/<time>/<batch>.html
-    return list((root / SITE / "validations" / Path(*suite.split("."))).rglob("*.html"))
+    # GX stores suite "gate-a__numbers" under validations/gate-a__numbers/<run>/<time>/<batch>.html (no dots:
+    # a dotted suite name would become nested folders)
+    return list((root / SITE / "validations" / suite).rglob("*.html"))
 
 
 def test_gates_defer_data_docs_until_the_phase_builds_them(pg: db.PgServer, tmp_path: Path) -> None:
@@ -46,7 +47,7 @@ def test_gates_defer_data_docs_until_the_phase_builds_them(pg: db.PgServer, tmp_
 
     build_pending_data_docs(root)
     text = index.read_text()
-    for suite in ("gate-a.numbers", "gate-b.numbers"):
+    for suite in ("gate-a__numbers", "gate-b__numbers"):
         assert _pages(root, suite), f"no validation page for {suite}"
         assert suite in text, f"the index does not list {suite}"
     build_pending_data_docs(root)  # nothing pending: a no-op, and the docs stay
@@ -56,8 +57,8 @@ def test_gates_defer_data_docs_until_the_phase_builds_them(pg: db.PgServer, tmp_
     run_gate(root, pg, _gate("gate-c", 3))
     build_pending_data_docs()
     text = index.read_text()
-    assert all(s in text for s in ("gate-a.numbers", "gate-b.numbers", "gate-c.numbers"))
-    assert _pages(root, "gate-c.numbers")
+    assert all(s in text for s in ("gate-a__numbers", "gate-b__numbers", "gate-c__numbers"))
+    assert _pages(root, "gate-c__numbers")
 
 
 def test_a_failed_gate_renders_its_data_docs_at_once(pg: db.PgServer, tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ def test_a_failed_gate_renders_its_data_docs_at_once(pg: db.PgServer, tmp_path: 
     # The GateFailed message links to Data Docs: they must be there without waiting for the phase end,
     # including the pages of the gates that passed before it.
     text = (root / SITE / "index.html").read_text()
-    for suite in ("gate-ok.numbers", "gate-bad.numbers"):
+    for suite in ("gate-ok__numbers", "gate-bad__numbers"):
         assert _pages(root, suite) and suite in text
 
 
@@ -88,7 +89,7 @@ def test_pages_left_by_a_killed_run_are_rendered_by_the_next_build(
     run_gate(root, pg, _gate("gate-y", 3))
     build_pending_data_docs()
     text = (root / SITE / "index.html").read_text()
-    for suite in ("gate-x.numbers", "gate-y.numbers"):
+    for suite in ("gate-x__numbers", "gate-y__numbers"):
         assert _pages(root, suite) and suite in text
     assert not pending.exists()  # everything listed was rendered
 

@@ -3,7 +3,8 @@
 A gate is a few query assets (small result sets computed inside the
 database: counts, catalogue rows) and the expectations on each. Nothing is
 loaded into pandas; GX evaluates the expectations as SQL. Results go to
-GX's Data Docs in the work directory, rendered once per phase (build_pending_data_docs).
+GX's Data Docs in the work directory, rendered once per phase (build_pending_data_docs)
+and made to render offline (data_docs_offline).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from apim_upgrade.postgres import db
+from apim_upgrade.proof import data_docs_offline
 
 # GX reads the password from the environment at run time (`${VAR}` in the
 # connection string), so it is never written into GX's project files.
@@ -81,7 +83,13 @@ class GateResult:
 
 
 def _gx_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:120]
+    """A name GX can use as a file name: no dots either, GX turns a dotted suite name into folders."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:120]
+
+
+def suite_name(gate: str, asset: str) -> str:
+    """The GX suite (and query asset) of one asset of a gate: ``after-4_3_0__row_counts``."""
+    return _gx_name(f"{gate}__{asset}")
 
 
 # GX's import (scipy, pandas, SQLAlchemy: seconds of CPU) and loading its file context
@@ -94,6 +102,7 @@ _GX_IMPORT = threading.Lock()
 # the list itself, kept in a file under each root.
 log = logging.getLogger(__name__)
 _PENDING_FILE = Path("gx", "uncommitted", "apim-upgrade-pending-data-docs.jsonl")
+DATA_DOCS_SITE = Path("gx", "uncommitted", "data_docs", "local_site")  # under a GX root
 # Below this much free space Data Docs are left for a later build (a page is tens of kB).
 DOCS_MIN_FREE = 8 * 1024 * 1024
 _PENDING_ROOTS: set[Path] = set()
@@ -187,14 +196,18 @@ def _query_asset(source: Any, name: str, query: str) -> Any:
     return source.add_query_asset(name=name, query=query).add_batch_definition_whole_table("whole")
 
 
-def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
-    """Validate every asset of ``spec`` and queue its Data Docs pages; never raises on failures."""
+def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec, run_name: str | None = None) -> GateResult:
+    """Validate every asset of ``spec`` and queue its Data Docs pages; never raises on failures.
+
+    ``run_name`` names the run in Data Docs (default: the gate's name), e.g. the phase and step.
+    """
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     if server.password is not None:
         os.environ[PASSWORD_VARIABLE] = server.password.get_secret_value()
     context = _context(gx_root)
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     source = _datasource(context, gx_root, server, spec.database)
@@ -202,7 +215,7 @@ def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
     labels: dict[str, dict[str, str]] = {}
     key_columns: dict[str, str | None] = {}
     for asset_spec in spec.assets:
-        asset_name = _gx_name(f"{spec.name}.{asset_spec.name}")
+        asset_name = suite_name(spec.name, asset_spec.name)
         batch = _query_asset(source, asset_name, asset_spec.query)
         suite = gx.ExpectationSuite(name=asset_name)
         for exp in asset_spec.expectations:
@@ -228,7 +241,7 @@ def run_gate(gx_root: Path, server: db.PgServer, spec: GateSpec) -> GateResult:
         )
     )
     try:
-        run = checkpoint.run()
+        run = checkpoint.run(run_id=RunIdentifier(run_name=_gx_name(run_name or spec.name)))
     finally:
         _close_connections(context)
     # Data Docs are rendered once per phase (build_pending_data_docs, from the phase flows' hooks),
@@ -311,6 +324,7 @@ def build_pending_data_docs(gx_root: Path | None = None) -> None:
             continue
         if identifiers:
             _context(root).build_data_docs(resource_identifiers=list(identifiers.values()))
+            data_docs_offline.make_offline(root / DATA_DOCS_SITE)  # GX's pages load from CDNs
         with _PENDING_LOCK:  # only what was rendered: a gate may have run meanwhile in another thread
             rest = pending.read_text(encoding="utf-8").splitlines()[len(lines) :]
             if rest:
