@@ -201,6 +201,24 @@ def _flow_runs(records: list[AuditRecord]) -> Table:
     return Table(["flow run", "phases", "first start", "last end", "records", ""], rows)
 
 
+def _phases(run: _Run, outcome: Outcome) -> Table | None:
+    """One row per phase, in the order they first ran: when, how long its steps took, how it stands."""
+    phases: dict[str, list[AuditRecord]] = {}
+    for r in run.records:
+        phases.setdefault(r.phase, []).append(r)
+    failed = {r.phase for r in outcome.failed}
+    interrupted = {r.phase for r in outcome.interrupted}
+    rows: list[list[object]] = []
+    for phase, recs in phases.items():
+        done = [r for r in recs if r.outcome != "started"]
+        busy = sum((r.ended_at - r.started_at).total_seconds() for r in done if r.ended_at)
+        state = "failed" if phase in failed else "started" if phase in interrupted else "succeeded"
+        end = max(r.ended_at or r.started_at for r in recs)
+        rows.append([phase, ts(recs[0].started_at), ts(end), f"{busy:.1f}s", len(done), Badge(state)])
+    headers = ["phase", "first start", "last end", "time in steps", "step runs", ""]
+    return Table(headers, rows, (3, 4)) if rows else None
+
+
 def _timeline(run: _Run) -> Markup | None:
     intents = set(map(id, _interrupted(run.records)))
     last = max((r.ended_at or r.started_at for r in run.records), default=None)
@@ -432,6 +450,15 @@ def _records(run: _Run) -> Table | None:
 
 def build_report(work_dir: Path, out: Path | None = None) -> Path:
     """Write the run report of ``work_dir`` (default ``reports/report.html`` inside it); return its path."""
+    page, out = report_page(work_dir, out)
+    return write_report(page, out)
+
+
+def report_page(work_dir: Path, out: Path | None = None) -> tuple[Page, Path]:
+    """The report's view model of ``work_dir`` and where its page goes (links are relative to it).
+
+    The HTML page and the Prefect summary (report_markdown) are both rendered from it.
+    """
     work_dir = Path(work_dir).resolve()
     trail = work_dir / "audit.jsonl"
     if not trail.is_file():
@@ -439,10 +466,12 @@ def build_report(work_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else work_dir / "reports" / "report.html"
     records, problems = _read_trail(trail)
     run = _Run(work_dir, out.parent, records, problems)
+    outcome = _outcome(records)
     page = Page(
         plan=", ".join(dict.fromkeys(r.plan for r in records)) or work_dir.name,
         work_dir=work_dir,
-        summary=_summary(run, _outcome(records)),
+        summary=_summary(run, outcome),
+        phases=_phases(run, outcome),
         timeline=_timeline(run),
         gates=_gates(run),
         checkpoints=_checkpoints(run),
@@ -454,6 +483,11 @@ def build_report(work_dir: Path, out: Path | None = None) -> Path:
         files=_files(run),
         records=_records(run),
     )
+    return page, out
+
+
+def write_report(page: Page, out: Path) -> Path:
+    """Render ``page`` to ``out``, atomically; return ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(render(page), encoding="utf-8")

@@ -128,6 +128,7 @@ class Page:
     plan: str
     work_dir: Path
     summary: Summary
+    phases: Table | None  # in the Prefect summary (report_markdown); the page draws the timeline
     timeline: Markup | None
     gates: Gates | None
     checkpoints: Table | None
