@@ -37,10 +37,16 @@ class CutoverDecision(RunInput):
     the Prefect server refuses an incomplete answer at the form and the run stays paused.
     """
 
+    # Model-level, so the rules survive with_initial_data (which rebuilds the fields without them).
     model_config = ConfigDict(
         json_schema_extra={
-            "if": {"properties": {"approve": {"const": False}}},
-            "then": {"properties": {"reason": {"minLength": 1, "pattern": r"\S"}}},
+            "allOf": [
+                {"properties": {"decided_by": {"minLength": 1, "pattern": r"\S"}}},
+                {
+                    "if": {"properties": {"approve": {"const": False}}},
+                    "then": {"properties": {"reason": {"minLength": 1, "pattern": r"\S"}}},
+                },
+            ]
         }
     )
 
