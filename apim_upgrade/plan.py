@@ -121,14 +121,24 @@ class Databases(_Section):
 
 
 class CopySection(_Section):
-    """How the copies are made (CREATE DATABASE ... TEMPLATE)."""
+    """How the copies are made: CREATE DATABASE ... TEMPLATE, or online from an exported snapshot."""
 
+    method: Literal["auto", "template", "snapshot"] = Field(
+        "auto",
+        description="'template': CREATE DATABASE ... TEMPLATE (the source must have no other session); "
+        "'snapshot': online copy of a live source, read in one exported snapshot (pg_dump --snapshot, "
+        "pg_restore), its row counts taken in that same snapshot; 'auto': template when the source has "
+        "no other session, snapshot otherwise (never terminates a session).",
+    )
+    jobs: int = Field(2, ge=1, le=64, description="Parallel jobs of pg_dump and pg_restore (snapshot method).")
     strategy: Literal["default", "wal_log", "file_copy"] = Field(
         "default",
         description="CREATE DATABASE STRATEGY (PostgreSQL 15+); 'default' leaves it to the server.",
     )
     terminate_connections: bool = Field(
-        False, description="Terminate other sessions on a source before copying it (opt-in)."
+        False,
+        description="Terminate other sessions on a source before a template copy (opt-in; "
+        "only with method = 'template': the snapshot copy needs no session terminated).",
     )
 
 

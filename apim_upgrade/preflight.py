@@ -14,7 +14,7 @@ from pathlib import Path
 from apim_upgrade.errors import ApimUpgradeError, PreflightError
 from apim_upgrade.phases import PhaseInput, inputs_of
 from apim_upgrade.plan import MigrationEnvironmentSection, Plan
-from apim_upgrade.postgres import db, queries, sqlscript
+from apim_upgrade.postgres import db, queries, snapshot_copy, sqlscript
 from apim_upgrade.postgres.copies import CopyState, copy_state
 from apim_upgrade.proof.audit import pending_copies
 from apim_upgrade.wso2 import distribution
@@ -30,7 +30,7 @@ MIGRATION_VERSION = "4.2.0"  # the pack the migration environment must be built 
 
 @dataclass(frozen=True)
 class Finding:
-    severity: str  # "error" | "warning" | "ok"
+    severity: str  # "error" | "warning" | "info" | "ok"
     check: str
     message: str
 
@@ -147,28 +147,99 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
         other = db.fetch_all(conn, queries.OTHER_SESSIONS, ([p.source for p in plan.databases.roles().values()],))
         for datname, pid, app, addr, user, _state in other:
             sessions.setdefault(datname, []).append((pid, app, addr, user))
-        for datname, rows in sessions.items():
-            listed = ", ".join(f"{app} from {addr} (pid {pid}, user {user})" for pid, app, addr, user in rows)
-            if terminate:
-                add(
-                    "warning",
-                    "sessions",
-                    f"{len(rows)} session(s) on '{datname}' will be terminated: {listed}",
-                )
-            else:
-                add(
-                    "error",
-                    "sessions",
-                    f"{len(rows)} other session(s) connected to '{datname}' "
-                    f"(CREATE DATABASE ... TEMPLATE needs none): {listed}; stop those clients, or set "
-                    f"terminate_connections = true under [copy] in {plan.source_path} (every command and "
-                    "deployment honours it; `run` and `plan check` also take --terminate-connections)",
-                )
+        findings += _session_findings(plan, sessions, terminate)
+        if plan.copy_options.method == "snapshot" or (plan.copy_options.method == "auto" and sessions):
+            findings += _snapshot_copy_findings(server, int(version_num) // 10000, bool(superuser))
+            findings += _dump_space_findings(plan.work_dir, source_bytes)
 
         data_dir = (db.fetch_one(conn, queries.DATA_DIRECTORY) or (None,))[0]
         findings.append(_disk_finding(server, data_dir, source_bytes))
     findings.append(_work_dir_finding(plan.work_dir))
     return PreflightReport(findings, sessions)
+
+
+def _session_findings(
+    plan: Plan, sessions: dict[str, list[tuple[int, str, str, str]]], terminate: bool
+) -> list[Finding]:
+    """Other sessions on a source: expected with the snapshot copy, in the way of a template copy."""
+    method = plan.copy_options.method
+    findings: list[Finding] = []
+    if terminate and method != "template":
+        findings.append(
+            Finding(
+                "warning",
+                "sessions",
+                f"terminate_connections is ignored with copy.method = '{method}': no session is ever "
+                "terminated (a source with other sessions is copied online from an exported snapshot)",
+            )
+        )
+    for datname, rows in sessions.items():
+        listed = ", ".join(f"{app} from {addr} (pid {pid}, user {user})" for pid, app, addr, user in rows)
+        if method != "template":
+            findings.append(
+                Finding(
+                    "info",
+                    "sessions",
+                    f"{len(rows)} other session(s) connected to '{datname}': {listed}; copy.method = "
+                    f"'{method}' copies it online from one exported snapshot, nobody is disconnected",
+                )
+            )
+        elif terminate:
+            findings.append(
+                Finding("warning", "sessions", f"{len(rows)} session(s) on '{datname}' will be terminated: {listed}")
+            )
+        else:
+            findings.append(
+                Finding(
+                    "error",
+                    "sessions",
+                    f"{len(rows)} other session(s) connected to '{datname}' "
+                    f'(CREATE DATABASE ... TEMPLATE needs none): {listed}; set method = "auto" under '
+                    f"[copy] in {plan.source_path} to copy a live source online, stop those clients, or set "
+                    "terminate_connections = true under [copy] (every command and deployment honours it; "
+                    "`run` and `plan check` also take --terminate-connections)",
+                )
+            )
+    return findings
+
+
+def _snapshot_copy_findings(server: db.PgServer, server_major: int, superuser: bool) -> list[Finding]:
+    """The snapshot copy runs pg_dump and pg_restore, and restores owners as the maintenance role."""
+    findings: list[Finding] = []
+    try:
+        tools = [str(snapshot_copy.client_tool(name, server_major)) for name in ("pg_dump", "pg_restore")]
+    except ApimUpgradeError as exc:
+        findings.append(Finding("error", "copy tools", str(exc)))
+    else:
+        findings.append(Finding("ok", "copy tools", ", ".join(tools)))
+    if not superuser:
+        findings.append(
+            Finding(
+                "warning",
+                "copy owners",
+                f"role '{server.user}' is not a superuser: pg_restore gives each object its owner in the "
+                "source, which needs membership in each owning role (GRANT owner TO the role)",
+            )
+        )
+    return findings
+
+
+def _dump_space_findings(work_dir: Path, source_bytes: int) -> list[Finding]:
+    """The snapshot copy's dump lives under the work directory until it is restored (uncompressed)."""
+    probe = work_dir if work_dir.exists() else next((p for p in work_dir.parents if p.exists()), None)
+    if probe is None:
+        return []  # the work_dir finding reports it
+    free = shutil.disk_usage(probe).free
+    if free < source_bytes:
+        return [
+            Finding(
+                "warning",
+                "dump space",
+                f"{work_dir} has {_human(free)} free; the snapshot copy dumps a source there before restoring "
+                f"it (up to {_human(source_bytes)}, the sources' size): free space or point work_dir elsewhere",
+            )
+        ]
+    return []
 
 
 def check_phase_inputs(plan: Plan, phases: list[str] | tuple[str, ...]) -> None:

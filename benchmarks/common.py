@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from apim_upgrade import db, queries  # noqa: E402
 from apim_upgrade.plan import load_plan  # noqa: E402
+from apim_upgrade.postgres import db, queries  # noqa: E402
 from apim_upgrade.postgres.catalog import take_snapshot  # noqa: E402
 from sandbox.pgserver import ServerHandle, find_server  # noqa: E402
 from sandbox.prefect_server import free_port, start_prefect_server, stop_prefect_server  # noqa: E402

@@ -26,11 +26,19 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_cli, bench_gates, bench_prepare_databases, bench_rehearsal, bench_schema_upgrade
+from benchmarks import (
+    bench_cli,
+    bench_copy,
+    bench_gates,
+    bench_prepare_databases,
+    bench_rehearsal,
+    bench_schema_upgrade,
+)
 from benchmarks.common import DBSCRIPTS_ROOT, RSS_METHOD, Context, Row, context
 
 BENCHMARKS: dict[str, Callable[[Context, int], None]] = {
     bench_prepare_databases.NAME: bench_prepare_databases.bench,
+    bench_copy.NAME: bench_copy.bench,
     bench_schema_upgrade.NAME: bench_schema_upgrade.bench,
     bench_gates.NAME: bench_gates.bench,
     bench_rehearsal.NAME: bench_rehearsal.bench,

@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--terminate-connections",
         action="store_true",
-        help="treat other sessions on the sources as to be terminated, not as errors",
+        help='treat other sessions on the sources as to be terminated, not as errors (copy.method = "template" only)',
     )
 
     sp = add("run", cmd_run, sub, "run the upgrade phases of a plan (all, --phase NAME, or --from/--until)")
@@ -362,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--terminate-connections",
         action="store_true",
-        help="terminate other sessions on a source before copying it (explicit opt-in)",
+        help="terminate other sessions on a source before a template copy (explicit opt-in; "
+        'copy.method = "template" only: auto and snapshot copy a live source online)',
     )
     sp.add_argument(
         "--dry-run",

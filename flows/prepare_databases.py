@@ -10,7 +10,9 @@ from apim_upgrade.proof.gates import prewarm as prewarm_gates
 from tasks.databases import (
     check_copy_verified,
     check_preflight,
+    choose_copy_method,
     copy_database,
+    copy_database_online,
     create_registry_indexes,
     snapshot_source,
 )
@@ -26,7 +28,7 @@ from tasks.schema import check_conformance
     on_crashed=DATA_DOCS_HOOKS,
 )
 def prepare_databases(plan_path: str, terminate_connections: bool = False) -> dict[str, str]:
-    """Snapshot each source, copy it with CREATE DATABASE ... TEMPLATE, gate the copy."""
+    """Copy each source (CREATE DATABASE ... TEMPLATE, or online from one exported snapshot), gate the copy."""
     plan = load_plan(plan_path)
     terminate = terminate_connections or plan.copy_options.terminate_connections
     check_preflight(plan, terminate)
@@ -48,8 +50,12 @@ def prepare_databases(plan_path: str, terminate_connections: bool = False) -> di
             outcome[role] = "skipped (verified)"
             continue
         prewarm_gates()  # GX imports in the background while the server works
-        snapshot = snapshot_source(plan, role)
-        copy_database(plan, role, terminate)
+        choice = choose_copy_method(plan, role)
+        if choice.method == "snapshot":  # a live source: counts from the snapshot the copy was read in
+            snapshot = copy_database_online(plan, role, choice)
+        else:
+            snapshot = snapshot_source(plan, role)
+            copy_database(plan, role, terminate, choice)
         if role == "shared":
             create_registry_indexes(plan)
         validate_copy(plan, role, snapshot)

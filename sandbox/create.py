@@ -193,7 +193,7 @@ def _plan_document(prefix: str, names: dict[str, str], server: db.PgServer) -> d
             "apim": {"source": names["apim_source"], "target": names["apim_target"], "owner": OWNER},
             "shared": {"source": names["shared_source"], "target": names["shared_target"], "owner": OWNER},
         },
-        "copy": {"strategy": "default", "terminate_connections": False},
+        "copy": {"method": "auto", "strategy": "default", "terminate_connections": False},
     }
 
 

@@ -61,13 +61,37 @@ def test_foreign_target_refused(make_sandbox: Callable[..., Path], pg: db.PgServ
 
 def test_connected_sessions_listed_and_opt_in_terminate(make_sandbox: Callable[..., Path], pg: db.PgServer) -> None:
     plan_path = make_sandbox()
+    _rewrite(plan_path, 'method = "auto"', 'method = "template"')
     source = load_plan(plan_path).databases.apim.source
     with db.session(pg, source, read_only=True) as conn:
         db.execute(conn, "SET application_name = 'wso2-control-plane-1'")
         errors = _errors(plan_path)
         assert "wso2-control-plane-1 from 127.0.0.1" in errors["sessions"]
+        assert 'set method = "auto" under [copy]' in errors["sessions"]
         assert "terminate_connections = true under [copy]" in errors["sessions"]
         assert "sessions" not in _errors(plan_path, terminate_connections=True)
+
+
+@pytest.mark.parametrize("method", ["auto", "snapshot"])
+def test_sessions_are_expected_by_the_snapshot_copy(
+    make_sandbox: Callable[..., Path], pg: db.PgServer, method: str
+) -> None:
+    """A live source is no error for the snapshot copy: reported as info, never a suggestion to terminate."""
+    plan_path = make_sandbox()
+    _rewrite(plan_path, 'method = "auto"', f'method = "{method}"')
+    source = load_plan(plan_path).databases.apim.source
+    with db.session(pg, source, read_only=True) as conn:
+        db.execute(conn, "SET application_name = 'wso2-control-plane-1'")
+        report = preflight.run_preflight(load_plan(plan_path))
+    assert report.ok, report.errors
+    sessions = [f for f in report.findings if f.check == "sessions"]
+    assert [f.severity for f in sessions] == ["info"]
+    assert "wso2-control-plane-1 from 127.0.0.1" in sessions[0].message
+    assert "nobody is disconnected" in sessions[0].message and "terminat" not in sessions[0].message
+    assert any(f.check == "copy tools" and f.severity == "ok" for f in report.findings)
+    # Asked to terminate anyway: it is refused, in a warning, and nothing is listed for termination.
+    warned = [f for f in preflight.run_preflight(load_plan(plan_path), terminate_connections=True).findings]
+    assert any(f.severity == "warning" and "terminate_connections is ignored" in f.message for f in warned)
 
 
 def test_role_without_createdb(make_sandbox: Callable[..., Path], pg: db.PgServer) -> None:

@@ -65,6 +65,33 @@ class PgServer:
         params.update(extra)
         return make_conninfo("", **params)
 
+    def tool_conninfo(self, dbname: str, application_name: str = APPLICATION_NAME) -> str:
+        """Connection string for a client program (pg_dump, pg_restore): never holds the password.
+
+        Always a full ``key=value`` string, so a database name holding ``=`` or spaces stays a name.
+        """
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": dbname,
+            "connect_timeout": self.connect_timeout,
+            "application_name": application_name[:63],
+        }
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        return make_conninfo("", **params)
+
+    def tool_environment(self, base: dict[str, str]) -> dict[str, str]:
+        """``base`` plus PGPASSWORD when the plan gave a password: a child's environment, never its argv.
+
+        Without one, the child finds credentials as libpq does for our own sessions (PGPASSWORD, .pgpass).
+        """
+        env = dict(base)
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password.get_secret_value()
+        return env
+
     def sqlalchemy_url(self, dbname: str, password_placeholder: str | None = None) -> str:
         """URL for GX/SQLAlchemy. The password is only ever a ``${VAR}`` placeholder."""
         auth = quote(self.user, safe="")

@@ -81,17 +81,26 @@ class Snapshot(BaseModel):
 def take_snapshot(server: db.PgServer, dbname: str, schema: str = "public") -> Snapshot:
     """Read catalogue and exact counts of ``schema`` in one consistent snapshot."""
     with db.snapshot_transaction(server, dbname) as conn:
-        taken_at = datetime.now(UTC)
-        tables = [r[0] for r in db.fetch_all(conn, queries.TABLES, (schema,))]
-        counts: dict[str, int] = {}
-        if tables:
-            rows = db.fetch_all(conn, queries.count_rows_union(schema, tables))
-            counts = {str(t): int(n) for t, n in rows}
-        columns: dict[str, list[Column]] = {t: [] for t in tables}
-        for table, name, dtype, size, nullable, default in db.fetch_all(conn, queries.COLUMNS, (schema,)):
-            if table in columns:  # views are not tables
-                columns[table].append(Column(name=name, data_type=dtype, size=size, nullable=nullable, default=default))
-        indexes = [Index(table=t, name=n, definition=d) for t, n, d in db.fetch_all(conn, queries.INDEXES, (schema,))]
+        return read_snapshot(conn, dbname, schema)
+
+
+def read_snapshot(conn: db.Connection, dbname: str, schema: str = "public") -> Snapshot:
+    """Catalogue and exact counts of ``schema`` as the open REPEATABLE READ transaction on ``conn`` sees them.
+
+    The snapshot copy calls this in the transaction whose snapshot it exported to pg_dump, so the
+    counts are those of the copy, whatever the source's clients write meanwhile.
+    """
+    taken_at = datetime.now(UTC)
+    tables = [r[0] for r in db.fetch_all(conn, queries.TABLES, (schema,))]
+    counts: dict[str, int] = {}
+    if tables:
+        rows = db.fetch_all(conn, queries.count_rows_union(schema, tables))
+        counts = {str(t): int(n) for t, n in rows}
+    columns: dict[str, list[Column]] = {t: [] for t in tables}
+    for table, name, dtype, size, nullable, default in db.fetch_all(conn, queries.COLUMNS, (schema,)):
+        if table in columns:  # views are not tables
+            columns[table].append(Column(name=name, data_type=dtype, size=size, nullable=nullable, default=default))
+    indexes = [Index(table=t, name=n, definition=d) for t, n, d in db.fetch_all(conn, queries.INDEXES, (schema,))]
     return Snapshot(
         database=dbname,
         db_schema=schema,

@@ -98,8 +98,9 @@ def create_copy(
             hint = ""
             if isinstance(exc, db.ObjectInUse):  # someone is connected to the source
                 hint = (
-                    " Other sessions are connected to the source: stop those clients, or set "
-                    "terminate_connections = true under [copy] in the plan."
+                    ' Other sessions are connected to the source: set method = "auto" (or "snapshot") '
+                    "under [copy] in the plan to copy it online, stop those clients, or set "
+                    "terminate_connections = true under [copy]."
                 )
             raise DatabaseError(
                 f"copying '{source}' to '{target}' failed: {db.describe_pg_error(exc)}.{hint}"

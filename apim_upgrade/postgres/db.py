@@ -173,10 +173,14 @@ def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
 
 @contextmanager
 def snapshot_transaction(
-    server: PgServer, dbname: str, *, activity: str = "reading a consistent snapshot"
+    server: PgServer,
+    dbname: str,
+    *,
+    activity: str = "reading a consistent snapshot",
+    application_name: str | None = None,
 ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """One REPEATABLE READ, READ ONLY transaction: every read sees the same snapshot."""
-    conn = connect(server, dbname, read_only=True)
+    conn = connect(server, dbname, read_only=True, application_name=application_name)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True

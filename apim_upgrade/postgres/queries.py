@@ -60,6 +60,30 @@ def create_database_from_template(target: str, template: str, owner: str, strate
     return query
 
 
+# --- snapshot copies (a live source, read in one exported snapshot) -------------
+
+# The exporting transaction sits idle while pg_dump reads in its snapshot: a server-wide
+# idle_in_transaction_session_timeout must not end it (any role may set it for itself).
+KEEP_IDLE_TRANSACTION = "SET LOCAL idle_in_transaction_session_timeout = 0"
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
+SERVER_VERSION_NUM = "SELECT current_setting('server_version_num')::int"
+DATABASE_LOCALE = """
+SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s
+"""
+
+
+def create_database_for_restore(
+    target: str, owner: str, encoding: str, collate: str, ctype: str, strategy: str | None
+) -> sql.Composed:
+    """An empty database like the source (owner, encoding, locale) to restore a dump into."""
+    query = sql.SQL("CREATE DATABASE {} WITH TEMPLATE template0 OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        sql.Identifier(target), sql.Identifier(owner), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)
+    )
+    if strategy:
+        query += sql.SQL(" STRATEGY {}").format(sql.Identifier(strategy.upper()))
+    return query
+
+
 def drop_database(name: str) -> sql.Composed:
     return sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
 

@@ -1,0 +1,156 @@
+"""Benchmark: the snapshot copy against the plain tools, on the same sources in the same run.
+
+For both databases of the estate (their times summed), median of ``--reps``:
+
+* snapshot  apim_upgrade's snapshot copy (``postgres/snapshot_copy.py``): exact counts and
+            catalogue in the exported snapshot, ``pg_dump -Fd -j 2 --snapshot``, CREATE DATABASE,
+            ``pg_restore -j 2``; a session is held open on each source all along (it is online),
+* plain     ``pg_dump -Fd -j 2`` (its default compression) + ``createdb -T template0`` +
+            ``pg_restore -j 2``: what an operator would type,
+* template  ``createdb -T <source>`` (the physical floor; needs an idle source),
+* pgcopydb  ``pgcopydb clone --table-jobs 2 --index-jobs 2`` when it is installed (Debian packages it).
+
+Run alone with ``uv run python benchmarks/bench_copy.py [--scales 10]``
+(the same as ``run_all.py --only copy``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from apim_upgrade.plan import DatabasePair, load_plan
+from apim_upgrade.postgres import db, snapshot_copy
+from benchmarks.common import Context, Row, drop_targets, run_measured, target_at
+
+NAME = "copy"
+JOBS = 2
+
+
+def bench(ctx: Context, scale: int) -> None:
+    plan_path = ctx.derived_plan(scale, NAME)
+    plan = load_plan(plan_path)
+    pairs = list(plan.databases.roles().values())
+    server = ctx.server
+    major = snapshot_copy.server_major(server, "postgres")
+    pg_dump, pg_restore = (snapshot_copy.client_tool(n, major) for n in ("pg_dump", "pg_restore"))
+    env = server.tool_environment(ctx.env())
+    pg_args = ["-h", server.host, "-p", str(server.port), "-U", server.user]
+    pgcopydb = shutil.which("pgcopydb")
+    times: dict[str, list[float]] = {"snapshot": [], "plain": [], "template": [], "pgcopydb": []}
+    scratch = Path(tempfile.mkdtemp(prefix="bench-copy-", dir=ctx.work))
+    pgcopydb_failed: str | None = None
+
+    for _ in range(ctx.reps):
+        wall = 0.0
+        for pair in pairs:
+            wall += run_measured(["createdb", *pg_args, "-T", pair.source, pair.target], env).seconds
+        times["template"].append(wall)
+        drop_targets(ctx, plan_path)
+
+        wall = 0.0
+        for pair in pairs:
+            dump = scratch / "plain"
+            shutil.rmtree(dump, ignore_errors=True)
+            wall += run_measured(
+                [str(pg_dump), *pg_args, "-Fd", f"-j{JOBS}", "--no-sync", "-f", str(dump), pair.source], env
+            ).seconds
+            wall += run_measured(["createdb", *pg_args, "-T", "template0", "-O", pair.owner, pair.target], env).seconds
+            wall += run_measured([str(pg_restore), *pg_args, f"-j{JOBS}", "-d", pair.target, str(dump)], env).seconds
+            shutil.rmtree(dump, ignore_errors=True)
+        times["plain"].append(wall)
+        drop_targets(ctx, plan_path)
+
+        wall = 0.0
+        live = [db.connect(server, p.source, autocommit=True, application_name="bench production") for p in pairs]
+        try:
+            for pair in pairs:
+                start = time.perf_counter()
+                snapshot_copy.create_snapshot_copy(
+                    server,
+                    "postgres",
+                    source=pair.source,
+                    target=pair.target,
+                    owner=pair.owner,
+                    schema=pair.db_schema,
+                    strategy=None,
+                    jobs=JOBS,
+                    dump_dir=scratch / "snapshot",
+                    copying_marker="bench",
+                )
+                wall += time.perf_counter() - start
+        finally:
+            for conn in live:
+                conn.close()
+        times["snapshot"].append(wall)
+        drop_targets(ctx, plan_path)
+
+        if pgcopydb and pgcopydb_failed is None:
+            wall = 0.0
+            try:
+                wall = _pgcopydb(ctx, pgcopydb, pairs, pg_args, env, scratch / "pgcopydb")
+            except SystemExit as exc:  # run_measured fails loudly; one tool's failure is a note, not the end
+                pgcopydb_failed = str(exc).splitlines()[0]
+            else:
+                times["pgcopydb"].append(wall)
+            drop_targets(ctx, plan_path)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    snap = med["snapshot"]
+    ctx.rows.append(
+        Row(
+            NAME,
+            scale,
+            f"pg_dump -Fd -j{JOBS} + pg_restore -j{JOBS} (both DBs)",
+            med["plain"],
+            snap,
+            "<= 1.0x at scale 100",
+            target_at(scale, 1.0),
+        )
+    )
+    ctx.rows.append(Row(NAME, scale, "createdb -T (idle source only)", med["template"], snap, "(reported)", None))
+    if "pgcopydb" in med:
+        ctx.rows.append(Row(NAME, scale, f"pgcopydb clone, {JOBS} jobs", med["pgcopydb"], snap, "(reported)", None))
+    if pgcopydb is None or pgcopydb_failed:
+        ctx.note(NAME, f"pgcopydb: {pgcopydb_failed or 'not installed (apt-get install pgcopydb)'}")
+    line = ", ".join(f"{k} {v:.2f} s" for k, v in med.items())
+    ratios = ", ".join(f"snapshot/{k} {snap / v:.2f}x" for k, v in med.items() if k != "snapshot")
+    ctx.note(NAME, f"scale {scale}, median of {ctx.reps}: {line}; {ratios}")
+    print(f"  {line}\n  {ratios}", flush=True)
+
+
+def _pgcopydb(
+    ctx: Context, pgcopydb: str, pairs: list[DatabasePair], pg_args: list[str], env: dict[str, str], work: Path
+) -> float:
+    wall = 0.0
+    for pair in pairs:
+        shutil.rmtree(work, ignore_errors=True)
+        wall += run_measured(["createdb", *pg_args, "-T", "template0", "-O", pair.owner, pair.target], env).seconds
+        clone = [
+            pgcopydb,
+            "clone",
+            f"--source={ctx.server.tool_conninfo(pair.source)}",
+            f"--target={ctx.server.tool_conninfo(pair.target)}",
+            f"--table-jobs={JOBS}",
+            f"--index-jobs={JOBS}",
+            f"--dir={work}",
+        ]
+        wall += run_measured(clone, env).seconds
+        shutil.rmtree(work, ignore_errors=True)
+    return wall
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from benchmarks.run_all import main
+
+    sys.exit(main(["--only", NAME, *sys.argv[1:]]))
