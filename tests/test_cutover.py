@@ -165,6 +165,17 @@ def test_failing_gateway_stops_the_rollout(jvm_sandbox: Path) -> None:
                 assert nodes.http_check(node.health_url)[0], node.name
 
 
+def _pool_pids(pg: db.PgServer, *sources: str) -> dict[str, set[int]]:
+    """Backend pids of the stand-in control plane's pooled sessions on each source."""
+    with db.session(pg, "postgres", read_only=True) as conn:
+        rows = db.fetch_all(
+            conn,
+            "SELECT datname, pid FROM pg_stat_activity WHERE datname = ANY(%s) AND application_name = %s",
+            (list(sources), "PostgreSQL JDBC Driver"),
+        )
+    return {s: {int(pid) for d, pid in rows if d == s} for s in sources}
+
+
 def _home_pid(node: Any) -> str | None:
     """The pid in the node's own home (wso2carbon.pid), from the home its start command runs."""
     script = next(Path(arg) for arg in node.start if arg.endswith("api-manager.sh"))
@@ -180,6 +191,9 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(jvm_sandbox: Pa
     rehearsal_nodes = [*rehearsal.control_plane_440, *[n for g in rehearsal.gateway_groups for n in g.nodes]]
     try:
         start_estate(plan.cutover)
+        # Like WSO2's Tomcat JDBC pools: 10 connections to each of its databases while it runs.
+        pool_before = _pool_pids(pg, plan.databases.apim.source, plan.databases.shared.source)
+        assert [len(p) for p in pool_before.values()] == [10, 10], pool_before
         before = {n.name: (nodes.already_healthy(n), _home_pid(n)) for n in production}
         assert all(health and pid for health, pid in before.values()), before
         assert before["cp-400"][0]["version"] == "4.0.0"  # type: ignore[index]
@@ -190,6 +204,16 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(jvm_sandbox: Pa
         assert results["cutover"].startswith("cut over"), results
         # Production: the same processes, still healthy, still 4.0.0 on the sources.
         assert {n.name: (nodes.already_healthy(n), _home_pid(n)) for n in production} == before
+        # Not one of production's sessions was terminated: the same backends, before and after.
+        assert _pool_pids(pg, plan.databases.apim.source, plan.databases.shared.source) == pool_before
+        copy_records = [
+            r
+            for r in audit.read_records(
+                load_plan(plan.work_dir / rehearsal_suffix().lstrip("_") / "plan.toml").audit_path
+            )
+            if r.step == "choose_copy_method"
+        ]
+        assert copy_records and all(r.details.get("method") == "snapshot" for r in copy_records), copy_records
         with db.session(pg, "postgres") as conn:
             names = {str(r[0]) for r in db.fetch_all(conn, "SELECT datname FROM pg_database")}
         assert plan.databases.apim.source in names and plan.databases.shared.source in names

@@ -43,6 +43,11 @@ class StartupError(SandboxError):
         return (type(self), (self.logger, self.message))
 
 
+# WSO2's datasources use the Tomcat JDBC pool: initialSize connections open at startup (default 10).
+POOL_INITIAL_SIZE = 10
+POOL_MAX_ACTIVE = 100
+
+
 @dataclass(frozen=True)
 class Datasource:
     key: str  # apim_db / shared_db
@@ -51,6 +56,7 @@ class Datasource:
     url: str  # query string dropped: it may carry credentials
     server: PgServer | None  # None for H2 (the stand-in then runs without a database)
     dbname: str | None
+    pool_initial: int = POOL_INITIAL_SIZE  # [database.X.pool_options] initialSize, capped by maxActive
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,21 @@ def _datasource(document: dict[str, Any], key: str) -> Datasource:
         sslmode=sslmode,
     )
     dbname = match.group("db")
-    return Datasource(key, name, kind, url.split("?")[0], server, dbname)
+    pool = section.get("pool_options", {})
+    pool = pool if isinstance(pool, dict) else {}
+    initial = _pool_size(pool, "initialSize", POOL_INITIAL_SIZE, name)
+    initial = min(initial, _pool_size(pool, "maxActive", POOL_MAX_ACTIVE, name))
+    return Datasource(key, name, kind, url.split("?")[0], server, dbname, initial)
+
+
+def _pool_size(pool: dict[str, Any], key: str, default: int, name: str) -> int:
+    value = pool.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise StartupError(
+            "DataSourceRepository",
+            f"Error in creating data source {name}: pool_options.{key} = {value!r} is not a count",
+        )
+    return value
 
 
 def _keystores(document: dict[str, Any]) -> tuple[Keystore, ...]:

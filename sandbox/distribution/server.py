@@ -25,7 +25,7 @@ from typing import NoReturn
 
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.postgres import db
-from sandbox.distribution import http_api
+from sandbox.distribution import http_api, pool
 from sandbox.distribution.api_client import api_client_present, run_api_migration
 from sandbox.distribution.config import StartupError, check_jdbc_drivers, check_keystores, load_config
 from sandbox.distribution.console import Console
@@ -113,6 +113,9 @@ def _run(carbon_home: Path, properties: dict[str, str], console: Console) -> int
             "IndexingManager",
             f"Re-indexing of registry artifacts is triggered ([indexing] re_indexing = {config.re_indexing})",
         )
+    if kind == "start" and profile != http_api.GATEWAY_PROFILE:
+        for name, size in pool.open_pools((config.apim_db, config.shared_db)).items():
+            console.info("DataSourceRepository", f"Connection pool of {name} initialised with {size} connection(s)")
     if kind == "start":
         _start_http(ctx, profile)
     _console_urls(ctx, profile)
@@ -236,6 +239,7 @@ def _shutdown(console: Console) -> None:
         # exits, so "connection refused" means the server is gone and may be started again.
         _state.status = "stopping"
     time.sleep(_shutdown_pause)
+    pool.close_pools()
     console.info("CarbonServerManager", "Shutting down OSGi framework...")
     console.info("CarbonServerManager", "Stopping CarbonServerManager...")
     console.jul("org.wso2.carbon.core.init.CarbonServerManager$ShutdownHookThread run", "Shutdown complete")
