@@ -293,11 +293,36 @@ class NodeCommands(_Section):
     log_file: Path | None = Field(
         None, description="Server log readable from here: watched for the server-up marker after a start."
     )
+    carbon_home: str | None = Field(
+        None,
+        description="The node's home on its host; when set, the cutover checks that the server answering the "
+        "health URL is this home (from the identity the health answer carries, or, for a node on this host, "
+        "from the process behind the port / <carbon_home>/wso2carbon.pid).",
+    )
+
+
+class GatewayNode(NodeCommands):
+    """A 4.4.0 gateway node; ``replaces``: the 4.0.0 gateway it takes over from (side by side)."""
+
+    replaces: NodeCommands | None = Field(
+        None,
+        description="The 4.0.0 gateway this node replaces (same host and ports, another home): the cutover stops "
+        "it before starting this node, rollback stops this node and starts it again. Without it the node is "
+        "restarted in place and rollback leaves it as it is.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_plain_node(cls, data: Any) -> Any:
+        # A plain NodeCommands is a gateway node that replaces nothing.
+        if isinstance(data, NodeCommands) and not isinstance(data, GatewayNode):
+            return data.model_dump()
+        return data
 
 
 class GatewayGroup(_Section):
     name: str = Field(min_length=1)
-    nodes: list[NodeCommands] = Field(min_length=1)
+    nodes: list[GatewayNode] = Field(min_length=1)
 
 
 class RehearsalNodes(_Section):
@@ -336,7 +361,10 @@ def _labelled_nodes(nodes: CutoverSection | RehearsalNodes, prefix: str) -> list
     labelled = [(f"{prefix}.control_plane_400[{i}]", n) for i, n in enumerate(nodes.control_plane_400)]
     labelled += [(f"{prefix}.control_plane_440[{i}]", n) for i, n in enumerate(nodes.control_plane_440)]
     for g, group in enumerate(nodes.gateway_groups):
-        labelled += [(f"{prefix}.gateway_groups[{g}].nodes[{i}]", n) for i, n in enumerate(group.nodes)]
+        for i, n in enumerate(group.nodes):
+            labelled.append((f"{prefix}.gateway_groups[{g}].nodes[{i}]", n))
+            if n.replaces is not None:
+                labelled.append((f"{prefix}.gateway_groups[{g}].nodes[{i}].replaces", n.replaces))
     return labelled
 
 

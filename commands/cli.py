@@ -154,14 +154,26 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
-    from flows.cutover import rollback
+    from apim_upgrade.wso2.nodes import identify
+    from flows.cutover import ROLLBACK_NOT_CONFIRMED, rollback
 
     plan = load_plan(args.plan)
     if plan.cutover is None:
         raise ApimUpgradeError(f"{args.plan} has no [cutover] section: nothing to roll back")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ApimUpgradeError(ROLLBACK_NOT_CONFIRMED)
+        gateways = [n for g in plan.cutover.gateway_groups for n in g.nodes]
+        print(f"Rollback of {plan.name}: stops what serves the 4.4.0 control plane (if this estate started it),")
+        print("starts 4.0.0 on the source databases, then each gateway's 4.0.0 node. Now:")
+        for node in [*plan.cutover.control_plane_440, *plan.cutover.control_plane_400, *gateways]:
+            print("  " + identify(node).line())
+        if input("Roll back? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("rollback not confirmed: nothing was stopped")
+            return 1
     _fail_fast(plan)
     with _prefect_api():
-        print(rollback(plan_path=str(plan.source_path)))
+        print(rollback(plan_path=str(plan.source_path), confirmed=True))
     return 0
 
 
@@ -392,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("rollback", cmd_rollback, sub, "side-by-side: stop 4.4.0 and start 4.0.0 again on the sources")
     sp.add_argument("plan")
+    sp.add_argument("--yes", action="store_true", help="do not ask before stopping nodes (needed without a terminal)")
 
     sp = add("report", cmd_report, sub, "rebuild the HTML report of a run from its audit trail")
     sp.add_argument("path", help="work directory, audit.jsonl or plan.toml")

@@ -7,13 +7,16 @@ from prefect import flow
 from apim_upgrade.plan import load_plan
 from tasks.cutover import (
     PHASE,
+    check_nodes,
     check_publisher_apis,
     check_source_drift,
     decide_cutover,
     forget_cutover,
     restart_gateways,
+    roll_back_gateways,
     start_control_plane,
     stop_control_plane,
+    stop_serving_440,
 )
 from tasks.jvm import check_phase_done, mark_phase_done
 
@@ -24,9 +27,11 @@ def cutover(plan_path: str) -> str:
     if check_phase_done(plan, PHASE):
         return "skipped (already cut over)"
     drift = check_source_drift(plan)
-    decision = decide_cutover(plan, drift)
+    states = check_nodes(plan, "before the approval")
+    decision = decide_cutover(plan, drift, states)
     if not decision.approve:
         return f"rejected by {decision.decided_by}: {decision.reason or 'no reason given'}"
+    check_nodes(plan, "before stopping 4.0.0")  # the estate may have changed while the approval waited
     stop_control_plane(plan, "400")
     start_control_plane(plan, "440")
     apis = check_publisher_apis(plan)
@@ -38,8 +43,11 @@ def cutover(plan_path: str) -> str:
 
 
 @flow(name="rollback")
-def rollback(plan_path: str) -> str:
-    """Side-by-side only: stop 4.4.0 and start 4.0.0 again on the untouched source databases."""
+def rollback(plan_path: str, confirmed: bool = False) -> str:
+    """Side-by-side only: stop 4.4.0, start 4.0.0 again on the untouched sources, then each gateway's 4.0.0 node.
+
+    ``confirmed``: the operator agreed to stop nodes (`apim-upgrade rollback` asks, or --yes).
+    """
     from apim_upgrade.errors import ApimUpgradeError
     from apim_upgrade.estate_lock import estate_lock
     from apim_upgrade.plan import Strategy
@@ -50,8 +58,19 @@ def rollback(plan_path: str) -> str:
             "rollback needs the side-by-side strategy (4.0.0's databases untouched); "
             "with in-place, restore from your backups"
         )
+    if not confirmed:
+        raise ApimUpgradeError(ROLLBACK_NOT_CONFIRMED)
     with estate_lock(plan, "rollback"):  # never while a run or another rollback works on the estate
-        stop_control_plane(plan, "440", phase="rollback")
+        stopped = stop_serving_440(plan)
         start_control_plane(plan, "400", phase="rollback")
+        gateways = roll_back_gateways(plan)
         forget_cutover(plan)
-    return "rolled back: 4.0.0 control plane running on the source databases"
+    lines = ["rolled back: 4.0.0 control plane running on the source databases", *(f"  {s}" for s in stopped)]
+    lines += ["gateways:", *(f"  {g}" for g in gateways)] if gateways else ["gateways: none in the plan"]
+    return "\n".join(lines)
+
+
+ROLLBACK_NOT_CONFIRMED = (
+    "rollback stops the 4.4.0 control plane and gateways: confirm it (`apim-upgrade rollback PLAN` asks on a "
+    "terminal; pass --yes where there is none)"
+)

@@ -12,9 +12,9 @@ from pathlib import Path
 import tomli_w
 
 from apim_upgrade.plan import load_plan
-from apim_upgrade.wso2.nodes import http_check
+from apim_upgrade.wso2.nodes import identify
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
-from sandbox.nodes import start_estate
+from sandbox.nodes import production_nodes, start_estate
 from sandbox.pgserver import find_server
 
 
@@ -63,10 +63,8 @@ def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str]
         for name, result in results.items():
             say(f"== {name}: {result}")
         say("'production' after the rehearsal (a rehearsal never touches it; its own nodes are stopped):")
-        production = [*plan.cutover.control_plane_400, *[n for g in plan.cutover.gateway_groups for n in g.nodes]]
-        for node in production:
-            ok, detail = http_check(node.health_url, timeout=2)
-            say(f"   {node.name:<14} {node.health_url:<40} {'UP ' + detail if ok else 'down'}")
+        for node in production_nodes(plan.cutover):
+            say("   " + identify(node).line())
         return derive_rehearsal_plan(load_plan(plan_path)).parent / "work"
     finally:
         if plan_path is not None and not keep:

@@ -4,6 +4,11 @@ All are homes of the stand-in distribution, managed with their own ``bin/api-man
 start|stop`` exactly like a real WSO2 node, so the cutover drives them through the plan's
 commands. Ports: 9763 + each home's ``[server] offset``; the 4.4.0 control plane takes over
 the 4.0.0 one's offset (same host, same ports) once 4.0.0 is stopped.
+
+Gateways are side by side too, as the field guide installs 4.4.0 next to 4.0.0 and then
+"shuts down and starts all gateway nodes to complete the migration to 4.4.0": each gateway
+has a 4.0.0 home (what production runs before the cutover, the node's ``replaces``) and a
+4.4.0 home on the same offset, which the cutover starts once the 4.0.0 one is down.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ def _node(
         "stop": [*script, "stop"],
         "health_url": f"{base}/health",
         "expect_version": version,
+        "carbon_home": str(home),
     }
     if publisher:
         node["publisher_url"] = f"{base}/api/am/publisher/v4/apis"
@@ -143,7 +149,7 @@ def build_nodes(
     nodes = {
         "control_plane_400": [_node("cp-400", old_home, cp_offset, "4.0.0", java_home, publisher=True)],
         "control_plane_440": [_node("cp-440", new_home, cp_offset, "4.4.0", java_home, publisher=True)],
-        "gateway_groups": _gateways(packs["4.4.0"], nodes_dir, gateway_offsets, java_home, ""),
+        "gateway_groups": _gateways(packs, nodes_dir, gateway_offsets, java_home, ""),
     }
     # A staging 4.0.0 control plane of its own (not started by `sandbox start`: a rehearsal's stop
     # finds it down), the 4.4.0 home by its production path (a rehearsal runs its own copy of it,
@@ -157,9 +163,7 @@ def build_nodes(
         "control_plane_440": [
             _node("cp-440-rehearsal", new_home, rehearsal_cp_offset, "4.4.0", java_home, publisher=True)
         ],
-        "gateway_groups": _gateways(
-            packs["4.4.0"], nodes_dir / "rehearsal", rehearsal_gateway_offsets, java_home, "-rehearsal"
-        ),
+        "gateway_groups": _gateways(packs, nodes_dir / "rehearsal", rehearsal_gateway_offsets, java_home, "-rehearsal"),
         "server_offset": rehearsal_cp_offset,
     }
     return {
@@ -176,16 +180,22 @@ def build_nodes(
 
 
 def _gateways(
-    pack: Path, parent: Path, offsets: dict[str, int], java_home: Path, suffix: str
+    packs: dict[str, Path], parent: Path, offsets: dict[str, int], java_home: Path, suffix: str
 ) -> list[dict[str, Any]]:
-    """The gateway groups' nodes, each an unpacked home of its own on its own offset."""
+    """The gateway groups' nodes: per gateway a 4.4.0 home replacing a 4.0.0 one, both on its own offset."""
     groups = []
     for group, names in GATEWAYS.items():
         members = []
         for name in names:
-            home = unpack_distribution(pack, parent / name)
-            _edit_toml(home, {"server": {"offset": offsets[name]}})
-            members.append(_node(name + suffix, home, offsets[name], "4.4.0", java_home, profile="gateway-worker"))
+            homes = {}
+            for version, folder in (("4.0.0", f"{name}-400"), ("4.4.0", name)):
+                homes[version] = unpack_distribution(packs[version], parent / folder)
+                _edit_toml(homes[version], {"server": {"offset": offsets[name]}})
+            old = _node(
+                f"{name}-400{suffix}", homes["4.0.0"], offsets[name], "4.0.0", java_home, profile="gateway-worker"
+            )
+            new = _node(name + suffix, homes["4.4.0"], offsets[name], "4.4.0", java_home, profile="gateway-worker")
+            members.append({**new, "replaces": old})
         groups.append({"name": group, "nodes": members})
     return groups
 
@@ -220,12 +230,18 @@ def running_nodes(cutover: CutoverSection) -> list[NodeCommands]:
     return [*cutover.control_plane_400, *cutover.control_plane_440, *gateways]
 
 
+def production_nodes(cutover: CutoverSection) -> list[NodeCommands]:
+    """What production runs before a cutover: the 4.0.0 control plane and each gateway's 4.0.0 node."""
+    gateways = [n.replaces or n for g in cutover.gateway_groups for n in g.nodes]
+    return [*cutover.control_plane_400, *gateways]
+
+
 def start_estate(cutover: CutoverSection, timeout: float = 120) -> list[str]:
-    """Start the 'production' nodes: the 4.0.0 control plane and every gateway."""
+    """Start the 'production' nodes: the 4.0.0 control plane and every gateway (its 4.0.0 node)."""
     from apim_upgrade.wso2 import nodes
 
     started = []
-    for node in [*cutover.control_plane_400, *[n for g in cutover.gateway_groups for n in g.nodes]]:
+    for node in production_nodes(cutover):
         ok, _ = nodes.http_check(node.health_url, timeout=2)
         if not ok:
             nodes.start_node(node, timeout, node.expect_version)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
@@ -12,7 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.phases import CUTOVER
-from apim_upgrade.plan import Plan, Strategy
+from apim_upgrade.plan import CutoverSection, NodeCommands, Plan, Strategy
 from apim_upgrade.postgres import db
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.proof.steps import audited_step
@@ -96,10 +98,83 @@ def check_source_drift(plan: Plan) -> list[dict[str, object]]:
     return changed
 
 
-def decide_cutover(plan: Plan, drift: list[dict[str, object]]) -> CutoverDecision:
+def _databases(plan: Plan, which: str) -> list[str]:
+    """The databases the 4.0.0 (sources) or 4.4.0 (migrated copies) control plane must serve."""
+    pairs = (plan.databases.apim, plan.databases.shared)
+    return [p.source if which == "400" else p.target for p in pairs]
+
+
+def _judge_nodes(plan: Plan) -> list[dict[str, Any]]:
+    """Every node of the cutover as it really is now; ``ok`` False for a server that is not the plan's node.
+
+    A URL answered by the plan's other control plane is fine (4.0.0 and 4.4.0 share host and
+    ports: the cutover stops 4.0.0 first; a resumed one finds 4.4.0 already there); so is a
+    gateway URL answered by the 4.0.0 gateway its 4.4.0 node replaces.
+    """
+    section = plan.section("cutover")
+    judged: list[dict[str, Any]] = []
+    groups = {"400": section.control_plane_400, "440": section.control_plane_440}
+    for which, other in (("400", "440"), ("440", "400")):
+        for node in groups[which]:
+            found = nodes.identify(node, databases=_databases(plan, which))
+            owner = next((o for o in groups[other] if found.answering and nodes.same_node(found, o)), None)
+            if which == "400":
+                ok = not found.answering or nodes.same_node(found, node) or owner is not None
+            else:  # "already running" only for the plan's 4.4.0 on the migrated copies
+                ok = not found.answering or found.matches_plan or owner is not None
+            line = found.line()
+            if owner is not None and not found.matches_plan:
+                line = f"{node.name}: its URL is served by {owner.name} ({found.server()})"
+            judged.append({"role": f"control_plane_{which}", "ok": ok, **found.record(), "line": line})
+    for group in section.gateway_groups:
+        for gateway in group.nodes:
+            found = nodes.identify(gateway)
+            old = gateway.replaces
+            by_old = old is not None and found.answering and nodes.same_node(found, old)
+            ok = not found.answering or nodes.same_node(found, gateway) or by_old
+            line = (
+                f"{gateway.name}: its URL is served by {old.name} ({found.server()})"
+                if by_old and old
+                else found.line()
+            )
+            judged.append({"role": f"gateway {group.name}", "ok": ok, **found.record(), "line": line})
+    return judged
+
+
+@retryable_task("check_nodes")
+def check_nodes(plan: Plan, stage: str) -> list[dict[str, Any]]:
+    """What really answers each node's URL (home, pid, databases): recorded, and refused if it is not the plan's.
+
+    Runs before the approval and again right before the first stop, so a server of another
+    home on a plan node's URL stops the cutover before anything is stopped.
+    """
+    with audited_step(plan, PHASE, "check_nodes", {"stage": stage}) as rec:
+        judged = _judge_nodes(plan)
+        rec.details["nodes"] = judged
+        strays = [n for n in judged if not n["ok"]]
+        if strays:
+            raise nodes.NodeError(
+                f"{stage}: {len(strays)} node URL(s) answered by a server that is not the plan's node; nothing "
+                "was stopped. "
+                + " | ".join(
+                    f"{n['line']}. Stop it"
+                    + (f" (`{n['carbon_home']}/bin/api-manager.sh stop`" if n["carbon_home"] else " (")
+                    + (f" or `kill {n['pid']}`)" if n["pid"] else ")")
+                    for n in strays
+                )
+                + ", or correct health_url / carbon_home in the plan, then rerun"
+            )
+    for node in judged:
+        get_run_logger().info("%s: %s", stage, node["line"])
+    return judged
+
+
+def decide_cutover(
+    plan: Plan, drift: list[dict[str, object]], states: list[dict[str, Any]] | None = None
+) -> CutoverDecision:
     """The human approval gate (runs in the flow: pausing is a flow-level act)."""
     section = plan.section("cutover")
-    plan_text = _what_happens(plan, drift)
+    plan_text = _what_happens(plan, drift, states or [])
     create_markdown_artifact(key="cutover-plan", markdown=plan_text, description="What the cutover will do")
     with audited_step(plan, PHASE, "approval", {"unattended": section.unattended}) as rec:
         if section.unattended:
@@ -109,9 +184,9 @@ def decide_cutover(plan: Plan, drift: list[dict[str, object]]) -> CutoverDecisio
         else:
             get_run_logger().warning("cutover paused for approval: resume the flow run in the Prefect UI")
             decision = pause_flow_run(
-                wait_for_input=CutoverDecision.with_initial_data(
-                    description=plan_text, approve=False, decided_by="", reason=""
-                ),
+                # Initial data only for `approve`: with_initial_data redefines the fields it is given
+                # without their constraints, and the server would then take an approval without a name.
+                wait_for_input=CutoverDecision.with_initial_data(description=plan_text, approve=False),
                 timeout=section.approval_timeout_seconds,
             )
         rec.details.update(
@@ -122,7 +197,7 @@ def decide_cutover(plan: Plan, drift: list[dict[str, object]]) -> CutoverDecisio
     return decision
 
 
-def _what_happens(plan: Plan, drift: list[dict[str, object]]) -> str:
+def _what_happens(plan: Plan, drift: list[dict[str, object]], states: list[dict[str, Any]]) -> str:
     section = plan.section("cutover")
     lines = [
         f"## Cutover of `{plan.name}` ({plan.strategy.value})",
@@ -136,43 +211,111 @@ def _what_happens(plan: Plan, drift: list[dict[str, object]]) -> str:
         "",
     ]
     lines.append(f"Source drift since the copy: {len(drift)} table(s)" if drift else "No source drift since the copy.")
+    if states:
+        lines += ["", "### The estate now (what answers each node's URL)", ""]
+        lines += [f"- {state['line']}" for state in states]
     return "\n".join(lines)
 
 
 @retryable_task("stop_control_plane")
 def stop_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[str]:
-    """Stop every node of the 4.0.0 or 4.4.0 control plane and wait until each is really down."""
+    """Stop every node of the 4.0.0 or 4.4.0 control plane, each only if it is what answers its URL.
+
+    A node already down is reported "already down"; a URL answered by the other control
+    plane's node (a resumed cutover) likewise; any other server stops it with nothing stopped.
+    """
     section = plan.section("cutover")
     group = section.control_plane_400 if which == "400" else section.control_plane_440
-    stopped = []
+    successors = section.control_plane_440 if which == "400" else section.control_plane_400
+    outcomes = []
     for node in group:
         with audited_step(plan, phase, f"stop_control_plane_{which}", {"node": node.name}) as rec:
-            nodes.stop_node(node, section.node_timeout_seconds)
-            rec.details.update(node=node.name, health_url=node.health_url, state="stopped")
-        stopped.append(node.name)
-    return stopped
+            state, found = nodes.stop_checked(node, section.node_timeout_seconds, successors=successors)
+            rec.details.update(node=node.name, health_url=node.health_url, state=state, found=found.record())
+        outcomes.append(f"{node.name}: {state}")
+    return outcomes
 
 
 @retryable_task("start_control_plane")
 def start_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[dict[str, Any]]:
+    """Start every node of a control plane; "already running" only from the plan's node on its databases."""
     section = plan.section("cutover")
     group = section.control_plane_400 if which == "400" else section.control_plane_440
     health = []
     for node in group:
         with audited_step(plan, phase, f"start_control_plane_{which}", {"node": node.name}) as rec:
-            running = nodes.already_healthy(node)
-            if running is not None:  # started by an interrupted attempt: its log already said it was up
-                rec.details.update(node=node.name, health=running, state="already running")
-                health.append(running)
-                continue
             offset = nodes.log_size(node.log_file) if node.log_file else 0
-            answer = nodes.start_node(node, section.node_timeout_seconds, node.expect_version)
-            rec.details.update(node=node.name, health=answer)
-            if node.log_file is not None:  # healthy is not enough: the console must say it is up
+            state, answer, found = nodes.start_checked(
+                node, section.node_timeout_seconds, databases=_databases(plan, which)
+            )
+            rec.details.update(node=node.name, health=answer, state=state, found=found.record())
+            if state == "started" and node.log_file is not None:  # healthy is not enough: the console must say so
                 markers = nodes.watch_log(node.log_file, offset, nodes.SERVER_UP_MARKERS, section.node_timeout_seconds)
                 rec.details["server_up"] = list(markers.values())
         health.append(answer)
     return health
+
+
+@retryable_task("stop_serving_440")
+def stop_serving_440(plan: Plan) -> list[str]:
+    """Rollback: stop whatever serves the 4.4.0 control plane's URLs, if this estate's runs started it.
+
+    The plan's 4.4.0 node is stopped with its own stop command; a server of another home that
+    this estate's runs made (a home the plan names, or one under its work directory, such as a
+    rehearsal's copy of the 4.4.0 home) with that home's stop command; a server of any other
+    home is never touched: NodeError naming it.
+    """
+    section = plan.section("cutover")
+    outcomes = []
+    for node in section.control_plane_440:
+        with audited_step(plan, "rollback", "stop_control_plane_440", {"node": node.name}) as rec:
+            found = nodes.identify(node)
+            rec.details.update(node=node.name, health_url=node.health_url, found=found.record())
+            owner = next((o for o in section.control_plane_400 if nodes.same_node(found, o)), None)
+            if not found.answering:
+                state = "already down"
+            elif nodes.same_node(found, node):
+                nodes.stop_node(node, section.node_timeout_seconds)
+                state = "stopped"
+            elif owner is not None:
+                state = f"already down (its URL answers '{owner.name}', the plan's 4.0.0 node)"
+            elif (why := _estate_home(plan, found.carbon_home)) is not None:
+                how = nodes.stop_other_home(node, found, section.node_timeout_seconds)
+                state = f"stopped {found.server()}, {why}, with {how}"
+            else:
+                raise nodes.NodeError(
+                    nodes.stray_message(node, found, "it is no home of this estate's runs, so rollback stopped nothing")
+                )
+            rec.details["state"] = state
+        outcomes.append(f"{node.name}: {state}")
+    return outcomes
+
+
+def _estate_home(plan: Plan, home: str | None) -> str | None:
+    """Why ``home`` belongs to this estate's runs (a home the plan names, or under its work directory), else None."""
+    if not home:
+        return None
+    section = plan.section("cutover")
+    named = [n.carbon_home for n in _all_nodes(section) if n.carbon_home]
+    if plan.target_440 is not None:
+        named += [str(plan.target_440.home), str(plan.target_440.old_home)]
+    real = Path(os.path.realpath(home))
+    if any(real == Path(os.path.realpath(other)) for other in named):
+        return "a home the plan names"
+    if real.is_relative_to(Path(os.path.realpath(plan.work_dir))):
+        return f"a home under the estate's work directory {plan.work_dir}"
+    return None
+
+
+def _all_nodes(section: CutoverSection) -> list[NodeCommands]:
+    found: list[NodeCommands] = []
+    for holder in (section, section.rehearsal):
+        if holder is None:
+            continue
+        found += [*holder.control_plane_400, *holder.control_plane_440]
+        for group in holder.gateway_groups:
+            found += [n for g in group.nodes for n in (g, g.replaces) if n is not None]
+    return found
 
 
 @retryable_task("check_publisher_apis")
@@ -227,6 +370,26 @@ def restart_gateways(plan: Plan) -> list[dict[str, str]]:
                 for n in g.nodes
             ]
     return [{k: str(v) for k, v in row.items()} for row in rec.details["nodes"]]
+
+
+@retryable_task("roll_back_gateways")
+def roll_back_gateways(plan: Plan) -> list[str]:
+    """One gateway at a time back to the 4.0.0 node it replaced; says where each one stays and why."""
+    section = plan.section("cutover")
+
+    def on_status(status: nodes.NodeStatus) -> None:
+        get_run_logger().info("gateway %s/%s: %s %s", status.group, status.name, status.state, status.detail)
+
+    with audited_step(
+        plan, "rollback", "roll_back_gateways", {"groups": [g.name for g in section.gateway_groups]}
+    ) as rec:
+        try:
+            final = nodes.roll_back_gateways(section.gateway_groups, section.node_timeout_seconds, on_status=on_status)
+        except nodes.NodeError as exc:
+            rec.details["nodes"] = [vars(s) for s in exc.statuses]
+            raise
+        rec.details["nodes"] = [vars(s) for s in final]
+    return [f"{s.group}/{s.name}: {s.detail}" for s in final]
 
 
 @retryable_task("forget_cutover")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
 import threading
 import time
 import tomllib
@@ -17,12 +19,13 @@ from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db, history
 from apim_upgrade.proof import audit
 from apim_upgrade.rehearsal import rehearsal_suffix
+from apim_upgrade.runtime import process
 from apim_upgrade.wso2 import nodes
 from flows.cutover import cutover, rollback
 from flows.phases import run_phase
 from flows.upgrade_apim import upgrade_apim
 from sandbox.demo import accept_invalid_apis
-from sandbox.nodes import CUSTOM_JAR, start_estate, stop_everything
+from sandbox.nodes import CUSTOM_JAR, production_nodes, start_estate, stop_everything
 from tasks.cutover import SourceDrift
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -128,6 +131,15 @@ def test_drift_rejection_approval_and_rollback(jvm_sandbox: Path, pg: db.PgServe
     assert '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # nothing was touched
     approval = [r for r in audit.read_records(plan.audit_path) if r.step == "approval"][-1]
     assert approval.details["decision"] == "reject" and approval.details["by"] == "alice"
+    # The approval form showed the estate as it really was: which home and process, on which databases.
+    shown = _approval_markdown()
+    sources = f"{plan.databases.apim.source}, {plan.databases.shared.source}"
+    pid400 = _home_pid(cp400)
+    assert f"- cp-400: running 4.0.0 on {sources} (home {cp400.carbon_home}, pid {pid400})" in shown, shown
+    assert f"- cp-440: its URL is served by cp-400 (4.0.0 on {sources}" in shown  # same host and ports
+    assert "- gw-internal-1: its URL is served by gw-internal-1-400 (4.0.0 on H2, H2" in shown
+    checked = [r for r in audit.read_records(plan.audit_path) if r.step == "check_nodes"][-1]
+    assert {n["node"]: n["pid"] for n in checked.details["nodes"]}["cp-400"] == int(pid400 or 0)
 
     outcome = _run_cutover_with_decision(jvm_sandbox, {"approve": True, "decided_by": "bob", "reason": "go"})
     assert outcome.startswith("cut over (approved by bob): 20 APIs visible, 3 gateway node(s) restarted")
@@ -137,8 +149,18 @@ def test_drift_rejection_approval_and_rollback(jvm_sandbox: Path, pg: db.PgServe
     assert any("API Publisher Default Context" in line for line in started.details["server_up"])
     assert history.completed(pg, plan.databases.apim.target, "cutover", "done")
 
-    assert rollback(plan_path=str(jvm_sandbox)).startswith("rolled back")
+    gateways = [n for g in plan.cutover.gateway_groups for n in g.nodes]  # type: ignore[union-attr]
+    assert all(nodes.identify(g).matches_plan for g in gateways)  # the 4.4.0 gateways serve
+
+    with pytest.raises(ApimUpgradeError, match=r"confirm it .*--yes"):
+        rollback(plan_path=str(jvm_sandbox))  # stops nothing unconfirmed
+    assert '"4.4.0"' in nodes.http_check(cp440.health_url)[1]
+    rolled = rollback(plan_path=str(jvm_sandbox), confirmed=True)
+    assert rolled.startswith("rolled back") and "cp-440: stopped" in rolled, rolled
     assert '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # 4.0.0 again, on the untouched sources
+    for gateway in gateways:  # one at a time back to the 4.0.0 node each replaced
+        assert f"{gateway.name}: back on 4.0.0: '{gateway.name}-400' started" in rolled, rolled
+        assert gateway.replaces is not None and nodes.identify(gateway.replaces).matches_plan
     assert history.completed(pg, plan.databases.apim.target, "cutover", "done") is None
     steps = [(r.phase, r.step) for r in audit.read_records(plan.audit_path)]
     assert ("rollback", "start_control_plane_400") in steps
@@ -176,6 +198,120 @@ def _pool_pids(pg: db.PgServer, *sources: str) -> dict[str, set[int]]:
     return {s: {int(pid) for d, pid in rows if d == s} for s in sources}
 
 
+def _approval_markdown() -> str:
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("cutover-plan")
+    assert artifact is not None and isinstance(artifact.data, str)
+    return artifact.data
+
+
+def _start_copy_of(home: Path, where: Path, like: Any, offset: int) -> tuple[Path, int]:
+    """Another 4.4.0 home (a copy of ``home``) started with ``like``'s command on [server] offset ``offset``."""
+    shutil.copytree(home, where, symlinks=True, ignore=shutil.ignore_patterns("wso2carbon.pid", "logs"))
+    conf = where / "repository/conf/deployment.toml"
+    doc = tomllib.loads(conf.read_text())
+    doc["server"] = {**doc.get("server", {}), "offset": offset}
+    conf.write_text(tomli_w.dumps(doc))
+    start = [a.replace(str(home), str(where)) for a in like.start]
+    process.run(start, timeout=30)
+    nodes.wait_until_healthy(f"http://127.0.0.1:{9763 + offset}/health", 60, 0.2, expect_version="4.4.0")
+    return where, int((where / "wso2carbon.pid").read_text())
+
+
+def _free_offset() -> int:
+    """A [server] offset whose HTTP port is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1]) - 9763
+
+
+def _stop_copy(copy: Path, home: Path, like: Any) -> None:
+    """Stop a copy started by _start_copy_of, with ``like``'s stop command (it carries JAVA_HOME)."""
+    process.run([a.replace(str(home), str(copy)) for a in like.stop], timeout=30, check=False)
+
+
+def _offset(url: str) -> int:
+    return int(url.split(":")[2].split("/")[0]) - 9763
+
+
+def test_a_stray_440_stops_the_cutover_before_anything_is_stopped(jvm_sandbox: Path, tmp_path: Path) -> None:
+    plan = load_plan(jvm_sandbox)
+    section = plan.cutover
+    assert section is not None and plan.target_440 is not None
+    cp400 = section.control_plane_400[0]
+    nodes.start_node(cp400, 60)
+    pid400 = _home_pid(cp400)
+    # cp-440 on ports of its own, where a 4.4.0 of another home already answers.
+    offset = _free_offset()
+    doc = tomllib.loads(jvm_sandbox.read_text())
+    base = f"http://127.0.0.1:{9763 + offset}"
+    doc["cutover"]["control_plane_440"][0].update(
+        health_url=f"{base}/health", publisher_url=f"{base}/api/am/publisher/v4/apis"
+    )
+    jvm_sandbox.write_text(tomli_w.dumps(doc))
+    stray, stray_pid = _start_copy_of(
+        plan.target_440.home, tmp_path / "stray-440", section.control_plane_440[0], offset
+    )
+    try:
+        with pytest.raises(nodes.NodeError) as refused:
+            cutover(plan_path=str(jvm_sandbox))
+        message = str(refused.value)
+        assert "before the approval" in message and "nothing was stopped" in message
+        assert f"home {stray.resolve()}, pid {stray_pid}" in message and f"kill {stray_pid}" in message
+        assert f"`{stray.resolve()}/bin/api-manager.sh stop`" in message
+        assert _home_pid(cp400) == pid400 and '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # untouched
+        records = audit.read_records(plan.audit_path)
+        assert not [r for r in records if r.step.startswith(("stop_control_plane", "approval"))]
+        checked = [r for r in records if r.step == "check_nodes"][-1]
+        states = {n["node"]: n for n in checked.details["nodes"]}
+        assert states["cp-440"]["pid"] == stray_pid and not states["cp-440"]["ok"]
+        assert states["cp-400"]["ok"] and states["cp-400"]["pid"] == int(pid400 or 0)
+    finally:
+        _stop_copy(stray, plan.target_440.home, section.control_plane_440[0])
+
+
+def test_rollback_asks_first_and_stops_only_the_estates_own_440(
+    jvm_sandbox: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from commands.cli import main
+
+    plan = load_plan(jvm_sandbox)
+    section = plan.cutover
+    assert section is not None and plan.target_440 is not None
+    cp400, cp440 = section.control_plane_400[0], section.control_plane_440[0]
+    offset = _offset(cp440.health_url)  # 4.4.0 on the 4.0.0 control plane's ports, 4.0.0 down
+
+    # No terminal and no --yes: one line, nothing stopped.
+    assert main(["rollback", str(jvm_sandbox)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("FAILED: rollback stops the 4.4.0 control plane") and "--yes" in err and "\n" not in err
+
+    foreign, foreign_pid = _start_copy_of(
+        plan.target_440.home, tmp_path_factory.mktemp("elsewhere") / "wso2am-4.4.0", cp440, offset
+    )
+    try:
+        with pytest.raises(nodes.NodeError, match=rf"home {foreign.resolve()}, pid {foreign_pid}.*no home of this"):
+            rollback(plan_path=str(jvm_sandbox), confirmed=True)
+        assert nodes.http_check(cp440.health_url)[0]  # a foreign server is never stopped
+    finally:
+        _stop_copy(foreign, plan.target_440.home, cp440)
+    nodes.wait_until_down(cp440.health_url, 30, 0.2)
+
+    # A 4.4.0 this estate's runs started: a copy of the home under its work directory.
+    ours, our_pid = _start_copy_of(plan.target_440.home, plan.work_dir / "home-440-copy", cp440, offset)
+    assert main(["rollback", str(jvm_sandbox), "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"stopped 4.4.0 on H2, H2 (home {ours.resolve()}, pid {our_pid}), a home under the estate's work" in out
+    assert not Path(f"/proc/{our_pid}").exists() or not Path(f"/proc/{our_pid}/cmdline").read_bytes()
+    assert nodes.identify(cp400).matches_plan  # the plan's 4.0.0 home serves again
+    for group in section.gateway_groups:
+        for gateway in group.nodes:
+            assert f"{group.name}/{gateway.name}: back on 4.0.0: '{gateway.name}-400' started" in out, out
+    record = [r for r in audit.read_records(plan.audit_path) if r.step == "roll_back_gateways"][-1]
+    assert {n["state"] for n in record.details["nodes"]} == {"healthy"}
+
+
 def _home_pid(node: Any) -> str | None:
     """The pid in the node's own home (wso2carbon.pid), from the home its start command runs."""
     script = next(Path(arg) for arg in node.start if arg.endswith("api-manager.sh"))
@@ -186,7 +322,7 @@ def _home_pid(node: Any) -> str | None:
 def test_rehearsal_on_a_running_estate_leaves_production_serving(jvm_sandbox: Path, pg: db.PgServer) -> None:
     plan = load_plan(jvm_sandbox)
     assert plan.cutover is not None and plan.cutover.rehearsal is not None
-    production = [*plan.cutover.control_plane_400, *[n for g in plan.cutover.gateway_groups for n in g.nodes]]
+    production = production_nodes(plan.cutover)
     rehearsal = plan.cutover.rehearsal
     rehearsal_nodes = [*rehearsal.control_plane_440, *[n for g in rehearsal.gateway_groups for n in g.nodes]]
     try:

@@ -181,8 +181,15 @@ def test_control_plane_start_stop_health_and_publisher_listing(
     assert time.monotonic() - started < 3 and result.returncode == 0
     assert cp400.health_url is not None
     health = nodes.wait_until_healthy(cp400.health_url, TIMEOUT, 0.2, expect_version="4.0.0")
-    assert health == {"status": "ok", "version": "4.0.0"}
     pid = server_pid(home400)
+    # The answer carries the node's identity: its home, its process, the databases it serves.
+    assert health == {
+        "status": "ok",
+        "version": "4.0.0",
+        "carbon_home": str(home400.resolve()),
+        "pid": pid,
+        "databases": {"apim_db": plan.databases.apim.source, "shared_db": plan.databases.shared.source},
+    }
     assert alive(pid) and os.getsid(pid) == pid != os.getsid(0)
     assert process.run(cp400.start, timeout=30).tail == ("Process is already running",)
     assert server_pid(home400) == pid
@@ -206,7 +213,8 @@ def test_control_plane_start_stop_health_and_publisher_listing(
     assert "Shutdown hook triggered...." in (home400 / "repository/logs/wso2carbon.log").read_text()
     assert "INFO: Halting JVM" in (home400 / "repository/logs/wso2carbon-stdout.log").read_text()
     nodes.stop_node(cp400, TIMEOUT)  # stopping a stopped node is harmless
-    assert nodes.start_node(cp440, TIMEOUT, expect_version="4.4.0") == {"status": "ok", "version": "4.4.0"}
+    health440 = nodes.start_node(cp440, TIMEOUT, expect_version="4.4.0")
+    assert (health440["status"], health440["version"], health440["pid"]) == ("ok", "4.4.0", server_pid(home440))
     assert cp440.health_url is not None
     with pytest.raises(NodeError, match=r"answers version 4\.4\.0, expected 4\.0\.0.*old node is stopped"):
         nodes.wait_until_healthy(cp440.health_url, 1.0, 0.2, expect_version="4.0.0")
@@ -237,7 +245,12 @@ def test_gateway_restarts_stop_at_the_first_failure(homes: Homes) -> None:
     for gateway in (gw1, gw2, gw3):
         assert gateway.health_url is not None
         health = nodes.wait_until_healthy(gateway.health_url, TIMEOUT, 0.2, expect_version="4.4.0")
-        assert health == {"status": "ok", "version": "4.4.0", "profile": "gateway-worker"}
+        assert {k: health[k] for k in ("status", "version", "profile")} == {
+            "status": "ok",
+            "version": "4.4.0",
+            "profile": "gateway-worker",
+        }
+        assert health["databases"] == {"apim_db": None, "shared_db": None}  # H2: no PostgreSQL database
     home3, port3 = gateways[2]
     assert (
         "CarbonCoreActivator Server profile   : gateway-worker"
@@ -311,3 +324,35 @@ def test_failing_commands_and_bad_urls_say_what_to_do() -> None:
     nodes.stop_node(failing, 5)  # nothing answers: down at once
     with pytest.raises(NodeError, match=r"publisher listing .*connection refused; check that the control plane"):
         nodes.publisher_apis("http://127.0.0.1:9/api/am/publisher/v4/apis")
+
+
+def test_identify_a_server_without_identity_by_its_process(tmp_path: Path, homes: Homes) -> None:
+    """A health answer that says nothing about itself: the process behind the port names its home."""
+    import subprocess
+    import sys
+
+    port = homes._free_port()
+    home, other = tmp_path / "wso2am-4.4.0", tmp_path / "elsewhere"
+    home.mkdir()
+    server = subprocess.Popen(  # a real server that answers 200 and carries no identity
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        env={**os.environ, "CARBON_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        plain = node("cp", home, port).model_copy(update={"health_url": f"http://127.0.0.1:{port}/"})
+        nodes.wait_until_healthy(plain.health_url, TIMEOUT, 0.2)
+        ours = nodes.identify(plain.model_copy(update={"carbon_home": str(home)}))
+        assert (ours.identity_from, ours.carbon_home, ours.pid) == ("process", str(home), server.pid)
+        assert ours.matches_plan and ours.line().startswith(f"cp: running (version not reported) (home {home}")
+        theirs = nodes.identify(plain.model_copy(update={"carbon_home": str(other)}))
+        assert theirs.stray and f"it runs from {home}, the plan's home is {other}" in theirs.why
+        with pytest.raises(NodeError, match=rf"answered by .*home {home}, pid {server.pid}.*nothing was stopped"):
+            nodes.stop_checked(plain.model_copy(update={"carbon_home": str(other)}), 5)
+        assert server.poll() is None  # never stopped
+        down = nodes.identify(node("cp", home, homes._free_port()))
+        assert not down.answering and down.line() == "cp: down"
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -333,7 +333,13 @@ def test_bare_start_serves_health_and_stops_on_sigterm(
         server.lines[3],
     )
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
-        assert json.load(reply) == {"status": "ok", "version": "4.2.0"}
+        assert json.load(reply) == {
+            "status": "ok",
+            "version": "4.2.0",
+            "carbon_home": str(home.resolve()),
+            "pid": server.proc.pid,
+            "databases": {"apim_db": None, "shared_db": None},
+        }
     assert (home / "wso2carbon.pid").read_text().strip() == str(server.proc.pid)
     assert server.terminate() == 0
     for line in (

@@ -3,9 +3,12 @@
 Served on 127.0.0.1 at 9763 + ``[server] offset`` (the product's servlet HTTP
 port) or at APIM_STANDIN_HTTP_PORT. ``GET /health`` answers 200
 ``{"status": "ok", "version": ...}`` (plus ``"profile"`` when started with
-``-Dprofile=``) once the server is up, and 503 with ``"status": "starting"`` /
-``"stopping"`` before and during shutdown, so a caller can tell which product
-version answers and whether it is ready. ``GET /api/am/publisher/v4/apis`` reads
+``-Dprofile=``) and the node's identity (``carbon_home``, ``pid``, and the
+``databases`` it serves: ``apim_db`` / ``shared_db`` names from its deployment.toml,
+null for H2), as a deployment's health/identity endpoint would, once the server
+is up, and 503 with ``"status": "starting"`` / ``"stopping"`` before and during
+shutdown, so a caller can tell which product version answers, from which home, and
+whether it is ready. ``GET /api/am/publisher/v4/apis`` reads
 AM_API live on every call, so a caller can compare what the server "sees" with
 the database; a gateway-worker has no publisher and answers 404. No
 authentication: it never leaves the loopback interface.
@@ -38,9 +41,19 @@ GATEWAY_PROFILE = "gateway-worker"
 class ServerState:
     """What /health reports; the server flips it as it comes up and goes down."""
 
-    def __init__(self, version: str, profile: str | None) -> None:
+    def __init__(
+        self,
+        version: str,
+        profile: str | None,
+        *,
+        carbon_home: str = "",
+        pid: int = 0,
+        databases: dict[str, str | None] | None = None,
+    ) -> None:
         self.version, self.profile = version, profile
         self.status = "starting"  # starting -> ok -> stopping
+        # Who answers: which home, which process, which databases (what the cutover checks).
+        self.carbon_home, self.pid, self.databases = carbon_home, pid, dict(databases or {})
 
 
 def start_http(port: int, state: ServerState, apim_db: Datasource) -> ThreadingHTTPServer:
@@ -74,9 +87,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _health(self) -> None:
         state = self.state
-        body = {"status": state.status, "version": state.version}
+        body: dict[str, Any] = {"status": state.status, "version": state.version}
         if state.profile is not None:
             body["profile"] = state.profile
+        body.update(carbon_home=state.carbon_home, pid=state.pid, databases=state.databases)
         self._reply(200 if state.status == "ok" else 503, body)
 
     def _apis(self, query: dict[str, list[str]]) -> None:

@@ -210,7 +210,10 @@ def _start_http(ctx: Context, profile: str | None) -> None:
     global _http_server, _state
     port_text = os.environ.get(HTTP_PORT_VARIABLE)
     port = int(port_text) if port_text else http_api.SERVLET_HTTP_PORT + ctx.config.offset
-    _state = http_api.ServerState(ctx.version, profile)
+    databases = {source.key: source.dbname for source in (ctx.config.apim_db, ctx.config.shared_db)}
+    _state = http_api.ServerState(
+        ctx.version, profile, carbon_home=str(ctx.carbon_home.resolve()), pid=os.getpid(), databases=databases
+    )
     try:
         _http_server = http_api.start_http(port, _state, ctx.config.apim_db)
     except OSError as exc:
