@@ -173,12 +173,15 @@ def apply_sync(
                 ) from exc
 
 
-def copy_at_version(server: PgServer, source: str, target: str, owner: str, ddl: Path) -> None:
+def copy_at_version(
+    server: PgServer, source: str, target: str, owner: str, ddl: Path, *, known: Path | None = None
+) -> None:
     """``CREATE DATABASE target TEMPLATE source``, then brought to the schema of ``ddl`` with its data
-    (as a version's migration would leave it): the starting point of schema-upgrade tests and benchmarks."""
+    (as a version's migration would leave it): the starting point of schema-upgrade tests and benchmarks.
+    ``known``: the source version's DDL; when given, a customised source keeps its own objects."""
     with db.session(server, "postgres", autocommit=True) as conn:
         db.execute(conn, queries.create_database_from_template(target, source, owner, None))
-    apply_sync(server, target, sync_statements(server, target, ddl), role=owner)
+    apply_sync(server, target, sync_statements(server, target, ddl, known=known), role=owner)
 
 
 def generate_upgrade_script(
