@@ -33,6 +33,8 @@ from apim_upgrade.postgres.address import PgServer
 # could collide with another database, so refuse it up front.
 _MAX_IDENTIFIER_BYTES = 63
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# An object key (apim_upgrade.postgres.catalog.SchemaObject.key): kind:table.name.
+_OBJECT_KEY = re.compile(r"^(?:table:[^.]+|sequence:.+|(?:column|index|constraint):[^.]+\..+)$")
 
 
 class _Section(BaseModel):
@@ -248,6 +250,24 @@ class SchemaUpgradeSection(_Section):
     accepted_differences: list[str] = Field(
         default_factory=list, description="Conformance difference keys (kind:table.name) that are accepted."
     )
+    accepted_customisations: list[str] = Field(
+        default_factory=list,
+        description="Customisations of the sources (objects the 4.0.0 DDL does not have) a step may drop, as "
+        "object keys kind:table.name (table:x_audit, column:am_api.x_custom, index:am_api.x_idx, "
+        "constraint:am_api.x_check, sequence:x_seq). Every other customisation is carried through: the gates "
+        "fail if a step removes it, and the final conformance check accepts it as the estate's own.",
+    )
+
+    @model_validator(mode="after")
+    def _object_keys(self) -> SchemaUpgradeSection:
+        bad = [k for k in self.accepted_customisations if not _OBJECT_KEY.match(k)]
+        if bad:
+            raise ValueError(
+                f"accepted_customisations entries {', '.join(repr(k) for k in bad)} are not object keys: write "
+                "kind:table.name with kind table, column, index, constraint or sequence (table:x_audit, "
+                "column:am_api.x_custom, sequence:x_seq), as `apim-upgrade plan check` prints them"
+            )
+        return self
 
 
 class Target440Section(_Section):

@@ -242,6 +242,36 @@ def _dump_space_findings(work_dir: Path, source_bytes: int) -> list[Finding]:
     return []
 
 
+def customisation_findings(plan: Plan) -> list[Finding]:
+    """One warning per customisation of the sources (an object WSO2's 4.0.0 DDL does not have).
+
+    Reads the sources in read-only snapshots; the 4.0.0 reference is loaded into a scratch
+    database (cached), as the source-400 conformance check of prepare-databases does.
+    """
+    from apim_upgrade.proof.customisations import find_customisations  # late: loads the DDL machinery
+
+    section = plan.schema_upgrade
+    if section is None:
+        return []
+    if section.source_dbscripts is None:
+        return [
+            Finding(
+                "warning",
+                "customisations",
+                "[schema_upgrade] source_dbscripts is not set: the sources are not compared with WSO2's 4.0.0 "
+                "DDL, so customisations are not listed and the JVM migration gates allow no removal by name; "
+                "point it at the 4.0.0 pack's dbscripts/ folder",
+            )
+        ]
+    try:
+        found = find_customisations(plan)
+    except ApimUpgradeError as exc:
+        return [Finding("error", "customisations", str(exc))]
+    if not found:
+        return [Finding("ok", "customisations", "the sources have nothing WSO2's 4.0.0 DDL does not")]
+    return [Finding("warning", "customisation", c.line()) for c in found]
+
+
 def check_phase_inputs(plan: Plan, phases: list[str] | tuple[str, ...]) -> None:
     """The files, variables and scripts the selected phases need, checked before anything is written.
 

@@ -54,7 +54,7 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], numer
 def cmd_plan_check(args: argparse.Namespace) -> int:
     from apim_upgrade import phases
     from apim_upgrade.plan import load_plan
-    from apim_upgrade.preflight import check_phase_inputs, run_preflight
+    from apim_upgrade.preflight import check_phase_inputs, customisation_findings, run_preflight
 
     plan = load_plan(args.plan)
     print(f"plan '{plan.name}' ({plan.source_path}) is valid; strategy {plan.strategy.value}")
@@ -63,6 +63,13 @@ def cmd_plan_check(args: argparse.Namespace) -> int:
         print(finding.line())
     if not report.ok:
         raise PreflightError([f"{f.check}: {f.message}" for f in report.errors])
+    # The sources exist and are readable: list what they have that WSO2's 4.0.0 DDL does not.
+    customised = customisation_findings(plan)
+    for finding in customised:
+        print(finding.line())
+    errors = [f for f in customised if f.severity == "error"]
+    if errors:
+        raise PreflightError([f"{f.check}: {f.message}" for f in errors])
     check_phase_inputs(plan, phases.NAMES)
     print("preflight passed")
     return 0

@@ -2,7 +2,8 @@
 
 A handful of expectations, whatever the number of tables:
 same table set, every table's exact row count equal to the source snapshot,
-every source index present, and (shared DB) the registry indexes the 4.2.0
+every source index present, every object of the source (tables, columns, indexes,
+constraints, sequences) present, and (shared DB) the registry indexes the 4.2.0
 migration needs.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 from apim_upgrade.postgres import queries
 from apim_upgrade.postgres.catalog import Snapshot
 from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset
-from expectations.migration_gate import indexes_asset
+from expectations.migration_gate import indexes_asset, survival_asset
 
 
-def build_copy_gate(role: str, source: Snapshot, copy: Snapshot) -> GateSpec:
-    """Gate for ``copy`` (a snapshot of the target) against ``source`` (``role`` is apim or shared)."""
+def build_copy_gate(role: str, source: Snapshot, copy: Snapshot, must_survive: list[str] | None = None) -> GateSpec:
+    """Gate for ``copy`` (a snapshot of the target) against ``source`` (``role`` is apim or shared);
+    ``must_survive``: labels of the source objects the copy must have (default: all of them)."""
     schema = source.db_schema
     counts_query = queries.row_count_comparison(source.row_counts, copy.row_counts)
     required_indexes = sorted({i.name for i in source.indexes})
@@ -53,4 +55,7 @@ def build_copy_gate(role: str, source: Snapshot, copy: Snapshot) -> GateSpec:
     if required_indexes:
         label = "required indexes present" + (" (incl. registry indexes for 4.2.0)" if role == "shared" else "")
         assets.append(indexes_asset(schema, required_indexes, label))
+    survivors = sorted(o.label() for o in source.objects()) if must_survive is None else sorted(must_survive)
+    if survivors:
+        assets.append(survival_asset(schema, survivors))
     return GateSpec(name=f"copy-{role}", database=copy.database, assets=assets)

@@ -1,8 +1,10 @@
 """Gates around a change to a target database (a JVM migration run, a SQL script).
 
 A handful of expectations whatever the number of tables: no table lost,
-every row count unchanged unless declared, and the tables/columns (and
-indexes) the new version requires are present.
+every row count unchanged unless declared, nothing that existed before gone
+(tables, columns, indexes, constraints, sequences) unless WSO2 removes it by
+name or the plan accepts it, and the tables/columns (and indexes) the new
+version requires are present.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ def build_change_gate(
     required_columns: Iterable[str] = (),
     required_indexes: Iterable[str] = (),
     count_may_change: Iterable[str] = (),
+    must_survive: Iterable[str] = (),
 ) -> GateSpec:
     """``before``/``after``: snapshots taken just before and after the change (their exact counts are
-    what is validated); ``required_*``: what must exist after."""
+    what is validated); ``required_*``: what must exist after; ``must_survive``: labels
+    (``column am_api.x_custom``) of the objects of ``before`` that may not be gone."""
     schema = before.db_schema
     may_change = set(count_may_change)
     expected = {t: n for t, n in before.row_counts.items() if t not in may_change}
@@ -77,7 +81,26 @@ def build_change_gate(
     indexes = sorted(set(required_indexes))
     if indexes:
         assets.append(indexes_asset(schema, indexes, "required indexes present"))
+    survivors = sorted(set(must_survive))
+    if survivors:
+        assets.append(survival_asset(schema, survivors))
     return GateSpec(name=name, database=database, assets=assets)
+
+
+def survival_asset(schema: str, must_survive: list[str]) -> QueryAsset:
+    """One expectation: every object that existed before (and may not go) still exists, read live."""
+    return QueryAsset(
+        name="objects",
+        query=queries.schema_objects(schema).as_string(),
+        expectations=[
+            Expectation(
+                "nothing that existed before is gone (tables, columns, indexes, constraints, sequences; "
+                "unless WSO2's target DDL removes it by name or the plan accepts it)",
+                "ExpectColumnDistinctValuesToContainSet",
+                {"column": "object", "value_set": must_survive},
+            )
+        ],
+    )
 
 
 def indexes_asset(schema: str, required: list[str], label: str) -> QueryAsset:

@@ -286,7 +286,7 @@ def _migration_environment(
     from sandbox.distribution.build import build_distribution, build_migration_kit
 
     pack = build_distribution("4.2.0", directory / "packs", dbscripts=_pack_dbscripts(dbscripts, "4.2.0"))
-    kit = build_migration_kit(directory / "kit")
+    kit = build_migration_kit(directory / "kit", from_dbscripts=_pack_dbscripts(dbscripts, "4.0.0"))
     secrets_path = directory / SECRETS_FILE
     values = {
         SECRET_VARIABLES["admin"]: secrets.token_urlsafe(12),

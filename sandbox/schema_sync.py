@@ -20,6 +20,11 @@ Statements come out in this order, each step needing only what earlier steps mad
 
 Conformance is what ``apim_upgrade.postgres.schema_diff`` compares; foreign keys, checks,
 triggers and functions of existing tables are not synced.
+
+``known``: the DDL of the version the database is at. When given, only objects that DDL
+has are ever dropped (steps 3, 6 and 9): WSO2's migration client drops what its scripts
+name, never a customer's own column, index, sequence or table, so neither does the
+stand-in. Without it (generating a script between two fresh DDLs) everything extra goes.
 """
 
 from __future__ import annotations
@@ -35,8 +40,15 @@ from psycopg import sql
 
 from apim_upgrade.errors import DatabaseError
 from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.catalog import SchemaObject
 from apim_upgrade.postgres.db import PgServer
-from apim_upgrade.postgres.schema_diff import ColumnDef, SchemaCatalog, read_catalog, scratch_database
+from apim_upgrade.postgres.schema_diff import (
+    ColumnDef,
+    SchemaCatalog,
+    read_catalog,
+    reference_catalog,
+    scratch_database,
+)
 from sandbox.errors import SandboxError
 
 # Values for existing rows when the new DDL adds a column (key "table.column", value a
@@ -113,16 +125,21 @@ def sync_statements(
     schema: str = "public",
     drop_tables: bool = False,
     backfill: Mapping[str, str] | None = None,
+    known: Path | None = None,
 ) -> list[str]:
     """Statements (no trailing ';') that give ``live_db`` the schema of ``reference_ddl``.
 
-    ``include`` selects tables (lower-case names); ``backfill`` overrides WSO2_BACKFILL.
+    ``include`` selects tables (lower-case names); ``backfill`` overrides WSO2_BACKFILL;
+    ``known``: the DDL of the live database's version: only its objects may be dropped.
     """
     ddl = _DdlFile.parse(Path(reference_ddl))
     with scratch_database(server, [Path(reference_ddl)], prefix="apim_upgrade_sync") as ref_db:
         ref = _Side.read(server, ref_db, "public")
     live = _Side.read(server, live_db, schema)
-    planner = _Planner(live, ref, ddl, include, schema, drop_tables, WSO2_BACKFILL if backfill is None else backfill)
+    known_objects = reference_catalog(server, Path(known)).objects() if known is not None else None
+    planner = _Planner(
+        live, ref, ddl, include, schema, drop_tables, WSO2_BACKFILL if backfill is None else backfill, known_objects
+    )
     return planner.statements()
 
 
@@ -156,12 +173,15 @@ def apply_sync(
                 ) from exc
 
 
-def copy_at_version(server: PgServer, source: str, target: str, owner: str, ddl: Path) -> None:
+def copy_at_version(
+    server: PgServer, source: str, target: str, owner: str, ddl: Path, *, known: Path | None = None
+) -> None:
     """``CREATE DATABASE target TEMPLATE source``, then brought to the schema of ``ddl`` with its data
-    (as a version's migration would leave it): the starting point of schema-upgrade tests and benchmarks."""
+    (as a version's migration would leave it): the starting point of schema-upgrade tests and benchmarks.
+    ``known``: the source version's DDL; when given, a customised source keeps its own objects."""
     with db.session(server, "postgres", autocommit=True) as conn:
         db.execute(conn, queries.create_database_from_template(target, source, owner, None))
-    apply_sync(server, target, sync_statements(server, target, ddl), role=owner)
+    apply_sync(server, target, sync_statements(server, target, ddl, known=known), role=owner)
 
 
 def generate_upgrade_script(
@@ -349,13 +369,15 @@ class _Planner:
         schema: str,
         drop_tables: bool,
         backfill: Mapping[str, str],
+        known: set[SchemaObject] | None = None,
     ) -> None:
         self.live, self.ref, self.ddl, self.schema = live, ref, ddl, schema
         self.include, self.drop_tables, self.backfill = include, drop_tables, backfill
+        self.known = known
         have, want = live.catalog.tables, ref.catalog.tables
         self.common = sorted(t for t in set(have) & set(want) if include(t))
         self.new = sorted(t for t in set(want) - set(have) if include(t))
-        self.extra = sorted(t for t in set(have) - set(want) if include(t))
+        self.extra = sorted(t for t in set(have) - set(want) if include(t) and self._may_drop("table", t, ""))
         self.created_sequences: list[str] = []
 
     def statements(self) -> list[str]:
@@ -391,6 +413,10 @@ class _Planner:
 
     def _alter(self, table: str, action: str, *parts: sql.Composable) -> str:
         return self._q("ALTER TABLE {} " + action, self._t(table), *parts)
+
+    def _may_drop(self, kind: str, table: str, name: str) -> bool:
+        """Only what the known (source-version) DDL has: a customer's own objects are left alone."""
+        return self.known is None or SchemaObject(kind, table, name) in self.known
 
     def _pk_changed(self, table: str) -> bool:
         a, b = self.live.pk(table), self.ref.pk(table)
@@ -451,6 +477,8 @@ class _Planner:
         for name in sorted(self.live.catalog.tables[table].indexes):
             if name == self.live.pk_index(table) or self._kept_index(table, name):
                 continue
+            if name not in self.ref.catalog.tables[table].indexes and not self._may_drop("index", table, name):
+                continue  # not WSO2's: a customer's index stays
             constraint = self.live.constraints.get(name)
             if constraint is not None:
                 out.append(self._alter(table, "DROP CONSTRAINT {}", sql.Identifier(constraint.name)))
@@ -522,7 +550,7 @@ class _Planner:
         return [
             self._alter(table, "DROP COLUMN {}", sql.Identifier(name))
             for name in self.live.catalog.tables[table].columns
-            if name not in want
+            if name not in want and self._may_drop("column", table, name)
         ]
 
     def _add_primary_key(self, table: str) -> list[str]:
@@ -566,6 +594,8 @@ class _Planner:
         out = []
         synced = set(self.common) | (set(self.extra) if self.drop_tables else set())
         for seq in sorted(set(self.live.catalog.sequences) - set(self.ref.catalog.sequences)):
+            if not self._may_drop("sequence", "", seq):
+                continue  # not WSO2's: a customer's sequence stays
             if all(t in synced for t in self._sequence_users(self.live, seq)):
                 # IF EXISTS: dropping an owning column or table may already have dropped it.
                 out.append(self._q("DROP SEQUENCE IF EXISTS {}", sql.Identifier(self.schema, seq)))

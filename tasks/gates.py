@@ -16,6 +16,7 @@ from apim_upgrade.postgres import copies
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.proof.gates import build_pending_data_docs, run_gate
 from apim_upgrade.proof.steps import audited_step
+from apim_upgrade.proof.survival import Survival, accepted_customisations, survival
 from apim_upgrade.wso2.distribution import ddl_file
 from expectations.copy_gate import build_copy_gate
 from expectations.migration_gate import build_change_gate
@@ -42,7 +43,8 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
     server = plan.server()
     with audited_step(plan, PHASE, "validate_copy", {"role": role, "source_digest": source.digest()}) as rec:
         copy_snapshot = take_snapshot(server, pair.target, pair.db_schema)
-        spec = build_copy_gate(role, source, copy_snapshot)
+        kept = survival(source, accepted=accepted_customisations(plan))  # a copy removes nothing
+        spec = build_copy_gate(role, source, copy_snapshot, must_survive=[o.label() for o in kept.required()])
         result = run_gate(plan.work_dir / "gx", server, spec, f"{PHASE}-validate_copy")
         rows = comparison_rows(source, copy_snapshot)
         rec.gates.append(result.summary())
@@ -52,6 +54,7 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
             copy_digest=copy_snapshot.digest(),
             data_docs=result.docs_index,
             mismatched_tables=[r["table"] for r in rows if r["status"] != "ok"],
+            **survival_details(kept, copy_snapshot),
         )
         create_table_artifact(
             key=f"copy-gate-{role}",
@@ -72,7 +75,9 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
                 pair.target,
                 copies.marker(plan, pair.source, "gate-failed"),
             )
-            raise GateFailed(result.name, result.failures, result.docs_index)
+            raise GateFailed(
+                result.name, result.failures + kept.failures(copy_snapshot, pair.target), result.docs_index
+            )
         copies.mark_copy(
             server,
             plan.postgres.maintenance_db,
@@ -87,6 +92,12 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
         result.docs_index,
     )
     return rows
+
+
+def survival_details(kept: Survival, after: Snapshot) -> dict[str, list[str]]:
+    """What a gate's audit record says about objects that are gone: vanished (the gate fails),
+    removed by the target version's DDL, accepted by the plan."""
+    return {"vanished": [o.label() for o in kept.vanished(after)], **kept.gone_as_allowed(after)}
 
 
 def comparison_rows(source: Snapshot, copy: Snapshot) -> list[dict[str, object]]:
@@ -124,11 +135,14 @@ COMPONENT_TABLES = {
 def validate_migration(
     plan: Plan, phase: str, before: dict[str, Snapshot], component: str, dbscripts: str
 ) -> list[dict[str, object]]:
-    """After a JVM run: no table lost, counts unchanged, the new version's tables/columns present."""
+    """After a JVM run: no table lost, counts unchanged, nothing gone that WSO2 does not remove by name
+    (4.0.0's DDL has it, 4.2.0's does not), the new version's tables/columns present."""
     from apim_upgrade.postgres.schema_diff import reference_catalog
 
     server = plan.server()
     summaries = []
+    source_dbscripts = plan.schema_upgrade.source_dbscripts if plan.schema_upgrade is not None else None
+    accepted = accepted_customisations(plan)
     with audited_step(plan, phase, "validate_migration", {"component": component}) as rec:
         failures: list[str] = []
         docs = None
@@ -136,6 +150,8 @@ def validate_migration(
             include = COMPONENT_TABLES[component][role]
             reference = reference_catalog(server, ddl_file(dbscripts, role))
             required = [f"{t}.{c}" for t, tdef in reference.tables.items() if include(t) for c in tdef.columns]
+            source_ref = reference_catalog(server, ddl_file(source_dbscripts, role)) if source_dbscripts else None
+            kept = survival(before[role], source_ddl=source_ref, target_ddl=reference, accepted=accepted)
             after = take_snapshot(server, pair.target, pair.db_schema)
             spec = build_change_gate(
                 f"{phase}-{role}",
@@ -144,12 +160,14 @@ def validate_migration(
                 after,
                 required_columns=required,
                 count_may_change=EXPECTED_COUNT_CHANGES.get(component, {}).get(role, set()),
+                must_survive=[o.label() for o in kept.required()],
             )
             result = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-validate_migration")
             docs = result.docs_index
             rec.gates.append(result.summary())
+            rec.details[role] = survival_details(kept, after)
             summaries += comparison_rows(before[role], after)
-            failures += [f"{pair.target}: {f}" for f in result.failures]
+            failures += [f"{pair.target}: {f}" for f in result.failures] + kept.failures(after, pair.target)
         changed = [r for r in summaries if r["status"] != "ok"]
         create_table_artifact(
             key=f"{phase}-row-counts",
@@ -163,18 +181,23 @@ def validate_migration(
 
 @retryable_task("validate_unchanged")
 def validate_unchanged(plan: Plan, phase: str, before: dict[str, Snapshot]) -> None:
-    """A read-only step (pre-migration validation) must leave every table's row count as it was."""
+    """A read-only step (pre-migration validation) must leave every table's row count as it was,
+    and every object (table, column, index, constraint, sequence) where it was."""
     server = plan.server()
     with audited_step(plan, phase, "validate_unchanged") as rec:
         failures: list[str] = []
         docs = None
         for role, pair in plan.databases.roles().items():
             after = take_snapshot(server, pair.target, pair.db_schema)
-            spec = build_change_gate(f"{phase}-{role}", pair.target, before[role], after)
+            kept = survival(before[role])  # a read-only step removes nothing, accepted or not
+            spec = build_change_gate(
+                f"{phase}-{role}", pair.target, before[role], after, must_survive=[o.label() for o in kept.required()]
+            )
             result = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-validate_unchanged")
             docs = result.docs_index
             rec.gates.append(result.summary())
-            failures += [f"{pair.target}: {f}" for f in result.failures]
+            rec.details[role] = survival_details(kept, after)
+            failures += [f"{pair.target}: {f}" for f in result.failures] + kept.failures(after, pair.target)
             if after.catalog_digest() != before[role].catalog_digest():
                 failures.append(f"{pair.target}: the schema changed during a read-only step")
         if failures:

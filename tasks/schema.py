@@ -14,15 +14,17 @@ from apim_upgrade.errors import GateFailed
 from apim_upgrade.phases import SCHEMA_UPGRADE
 from apim_upgrade.plan import Plan
 from apim_upgrade.postgres import history, schema_runner
-from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.postgres.catalog import SchemaObject, Snapshot, take_snapshot
 from apim_upgrade.postgres.schema_diff import reference_catalog
 from apim_upgrade.postgres.sqlscript import Script, Statement, load_script
-from apim_upgrade.proof import conformance
+from apim_upgrade.proof import conformance, customisations
+from apim_upgrade.proof.customisations import Customisation, find_customisations
 from apim_upgrade.proof.gates import run_gate
 from apim_upgrade.proof.steps import audited_step, current_flow_run_id
+from apim_upgrade.proof.survival import accepted_customisations, survival
 from apim_upgrade.wso2.distribution import ddl_file
 from expectations.migration_gate import build_change_gate
-from tasks.gates import comparison_rows
+from tasks.gates import comparison_rows, survival_details
 from tasks.retry import retryable_task
 
 PHASE = SCHEMA_UPGRADE.name
@@ -153,7 +155,9 @@ def apply_sql_script(plan: Plan, script: Script, rank: int) -> schema_runner.App
 
 @retryable_task("validate_script")
 def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
-    """Counts unchanged unless declared; the new version's tables and columns present.
+    """Counts unchanged unless declared; nothing gone that the script's target-version DDL does not
+    remove by name (the previous script's ``dbscripts`` has it, this script's does not) or the plan
+    accepts; the new version's tables and columns present.
 
     The snapshot taken after the script is stored as the next script's "before".
     """
@@ -161,12 +165,20 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
     spec_cfg = next(
         s for s in section.scripts if (s.from_version, s.to_version) == (script.from_version, script.to_version)
     )
+    # The DDL of the version the script starts from: the script that led there names it.
+    from_dbscripts = next(
+        (s.dbscripts for s in section.scripts if s.to_version == script.from_version and s.dbscripts is not None),
+        None,
+    )
     server, pair = plan.server(), plan.databases.apim
     with audited_step(plan, PHASE, "validate_script", {"script": script.name}) as rec:
         required: list[str] = []
+        ref = None
         if spec_cfg.dbscripts is not None:
             ref = reference_catalog(server, ddl_file(spec_cfg.dbscripts, "apim"))
             required = [f"{t}.{c}" for t, tdef in ref.tables.items() for c in tdef.columns]
+        from_ref = reference_catalog(server, ddl_file(from_dbscripts, "apim")) if from_dbscripts else None
+        kept = survival(before, source_ddl=from_ref, target_ddl=ref, accepted=accepted_customisations(plan))
         after = take_snapshot(server, pair.target, pair.db_schema)
         spec = build_change_gate(
             f"after-{script.to_version}",
@@ -175,9 +187,11 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
             after,
             required_columns=required,
             count_may_change=spec_cfg.expected_row_changes,
+            must_survive=[o.label() for o in kept.required()],
         )
         result = run_gate(plan.work_dir / "gx", server, spec, f"{PHASE}-validate_script")
         rec.gates.append(result.summary())
+        rec.details.update(survival_details(kept, after))
         rows = comparison_rows(before, after)
         altered = script.tables()
         changed = [dict(r, altered_by_script=r["table"] in altered) for r in rows if r["status"] != "ok"]
@@ -191,7 +205,7 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
             description=f"Row counts changed by {script.name}",
         )
         if not result.success:
-            raise GateFailed(result.name, result.failures, result.docs_index)
+            raise GateFailed(result.name, result.failures + kept.failures(after, pair.target), result.docs_index)
         history.checkpoint(server, pair.target, PHASE, f"at-{script.to_version}", lambda: after)
         history.mark_done(
             server,
@@ -204,6 +218,28 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
     return after
 
 
+def _extra_objects(
+    result: conformance.Conformance, found: list[Customisation], accepted: set[SchemaObject]
+) -> list[dict[str, object]]:
+    """Every object the copy has that the reference does not, and why it may (or may not) be there."""
+    carried = {c.obj for c in found if c.role == result.role and not c.accepted}
+    out: list[dict[str, object]] = []
+    for difference in result.differences:
+        obj = difference.extra_object()
+        if obj is None:
+            continue
+        if obj in carried:
+            status = "carried-through customisation"
+        elif obj in accepted:
+            status = "accepted customisation"
+        elif difference.key() in result.accepted:
+            status = "accepted difference"
+        else:
+            status = "not accepted"
+        out.append({"database": result.database, "object": obj.label(), "key": obj.key(), "status": status})
+    return out
+
+
 @retryable_task("check_conformance")
 def check_conformance(
     plan: Plan, dbscripts: Path, label: str, *, databases: str = "target", fail: bool = True, phase: str = PHASE
@@ -211,26 +247,50 @@ def check_conformance(
     """Compare both databases with a version's own DDL; report every difference.
 
     ``databases="source"`` is the customisation check run before anything starts: the
-    sources are only read (in read-only transactions), and it reports without failing.
+    sources are only read (in read-only transactions), and it reports without failing;
+    its record lists every customisation (extra object) of the sources.
+
+    ``databases="target"`` (the final check) names every extra object of the copies and
+    passes an extra object only if it is a customisation carried through from the source
+    or accepted in the plan; a carried-through customisation that is gone fails it.
     """
     section = plan.section("schema_upgrade")
     server = plan.server()
     accepted = set(section.accepted_differences)
+    accepted_objects = accepted_customisations(plan)
     rows: list[dict[str, object]] = []
     with audited_step(plan, phase, "check_conformance", {"reference": str(dbscripts), "of": databases}) as rec:
         failures: list[str] = []
         docs = None
+        found = find_customisations(plan, server) if databases == "target" else []
+        extras: list[dict[str, object]] = []
         for role, pair in plan.databases.roles().items():
             dbname = pair.target if databases == "target" else pair.source
-            result = conformance.check(server, role, dbname, dbscripts, accepted, pair.db_schema)
+            carried = frozenset(c.obj for c in found if c.role == role) | accepted_objects
+            result = conformance.check(
+                server, role, dbname, dbscripts, accepted, pair.db_schema, customisations=carried
+            )
             rows += result.rows()
             if databases == "target":  # GX runs only against the copies, never the sources
                 spec = conformance.conformance_gate(result, pair.db_schema)
                 gate = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-check_conformance")
                 rec.gates.append(gate.summary())
                 docs = gate.docs_index
+                extras += _extra_objects(result, found, accepted_objects)
+                failures += [
+                    f"{dbname}: customisation {c.obj.label()} of {c.database} was carried through and is gone"
+                    for c in found
+                    if c.role == role and not c.accepted and c.obj not in result.actual_objects
+                ]
+            else:
+                extras += [c.record() for c in customisations.from_conformance(result, accepted_objects)]
             failures += [f"{dbname}: {d.describe()}" for d in result.unaccepted]
-        rec.details.update(label=label, differences=len(rows), unaccepted=len(failures))
+        key = "customisations" if databases == "source" else "extra_objects"
+        rec.details.update(label=label, differences=len(rows), unaccepted=len(failures), **{key: extras})
+        for extra in extras:
+            get_run_logger().warning(
+                "%s: %s (%s)", extra["database"], extra["object"], extra.get("status", "customisation")
+            )
         create_table_artifact(
             key=f"conformance-{label}",
             table=rows or [{"difference": "(none)"}],

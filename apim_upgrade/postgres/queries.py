@@ -134,6 +134,44 @@ ORDER BY tablename, indexname
 """
 
 
+# Constraints a step could drop: primary keys, UNIQUE, foreign keys, CHECK and EXCLUDE
+# (NOT NULL is a column property, compared with the column). Also read by schema_diff.
+CONSTRAINTS = """
+SELECT t.relname, con.conname, pg_get_constraintdef(con.oid)
+FROM pg_constraint con
+JOIN pg_class t ON t.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = %s AND con.contype IN ('p', 'u', 'f', 'c', 'x')
+  AND t.relkind IN ('r', 'p') AND NOT t.relispartition
+ORDER BY t.relname, con.conname
+"""
+
+SEQUENCES = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relkind = 'S'
+ORDER BY c.relname
+"""
+
+
+def schema_objects(schema: str) -> sql.Composed:
+    """Every table, column, index, constraint and sequence of ``schema``, one row each, labelled
+    ``kind table.name`` (``table t``, ``sequence s``) as ``catalog.SchemaObject.label`` prints
+    them: the "nothing vanished" gate checks its required set against this, live."""
+    s = sql.Literal(schema)
+    return sql.SQL(
+        "SELECT 'table ' || c.relname AS object FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = {s} AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "UNION ALL SELECT 'column ' || table_name || '.' || column_name FROM information_schema.columns "
+        "WHERE table_schema = {s} "
+        "UNION ALL SELECT 'index ' || tablename || '.' || indexname FROM pg_indexes WHERE schemaname = {s} "
+        "UNION ALL SELECT 'constraint ' || t.relname || '.' || con.conname FROM pg_constraint con "
+        "JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE n.nspname = {s} AND con.contype IN ('p', 'u', 'f', 'c', 'x') "
+        "UNION ALL SELECT 'sequence ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = {s} AND c.relkind = 'S'"
+    ).format(s=s)
+
+
 def count_rows_union(schema: str, tables: Sequence[str]) -> sql.Composed:
     """One statement counting every table, so all counts share one snapshot."""
     parts = [
@@ -364,11 +402,7 @@ WHERE n.nspname = %s AND t.relkind IN ('r', 'p') AND NOT t.relispartition
 ORDER BY t.relname, i.relname
 """
 
-CATALOG_SEQUENCES = """
-SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relkind = 'S'
-ORDER BY c.relname
-"""
+CATALOG_SEQUENCES = SEQUENCES
 
 
 def create_scratch_database(name: str) -> sql.Composed:

@@ -1,6 +1,6 @@
 """Schema conformance: does a database have exactly the schema of a WSO2 DDL?
 
-A catalogue (tables, columns, primary keys, indexes, sequences of one schema) is read
+A catalogue (tables, columns, primary keys, indexes, constraints, sequences of one schema) is read
 from the live database in one snapshot; the reference catalogue is read the same way
 from a scratch database loaded with the vendor DDL, so both sides are rendered by the
 same server and compare literally. ``diff_catalogs`` lists what differs, one
@@ -10,8 +10,10 @@ Normalised away (they would be false differences): the index's own name and the 
 qualifier inside index definitions (an index is matched by name, its definition
 compared without it), and ``DEFAULT NULL`` (``NULL::type``), which is no default.
 Kept literal: every other default, including ``nextval('x'::regclass)``, because the
-sequence behind a column matters. Not compared: column order, foreign keys, check
-constraints, triggers, functions, ownership, privileges and data.
+sequence behind a column matters. Constraints that are no index (foreign keys, CHECK) are
+only reported when extra (``constraint_extra``: a customisation); primary keys and UNIQUE
+constraints are compared as their indexes. Not compared: column order, missing or changed
+foreign keys and checks, triggers, functions, ownership, privileges and data.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from apim_upgrade.errors import DatabaseError
 from apim_upgrade.postgres import db, queries
+from apim_upgrade.postgres.catalog import SchemaObject
 from apim_upgrade.postgres.db import PgServer
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ KINDS = (
     "index_missing",
     "index_extra",
     "index_definition",
+    "constraint_extra",
     "sequence_missing",
     "sequence_extra",
 )
@@ -69,6 +73,7 @@ class TableDef(BaseModel):
     columns: dict[str, ColumnDef]
     primary_key: list[str] | None = None  # key order
     indexes: dict[str, str] = Field(default_factory=dict)  # index name -> definition without name/schema
+    constraints: dict[str, str] = Field(default_factory=dict)  # constraint name -> pg_get_constraintdef
 
 
 class SchemaCatalog(BaseModel):
@@ -76,6 +81,16 @@ class SchemaCatalog(BaseModel):
     db_schema: str
     tables: dict[str, TableDef]
     sequences: list[str]
+
+    def objects(self) -> set[SchemaObject]:
+        """Every table, column, index, constraint and sequence, named as a Snapshot names them."""
+        out = {SchemaObject("sequence", "", s) for s in self.sequences}
+        for table, tdef in self.tables.items():
+            out.add(SchemaObject("table", table, ""))
+            out |= {SchemaObject("column", table, c) for c in tdef.columns}
+            out |= {SchemaObject("index", table, i) for i in tdef.indexes}
+            out |= {SchemaObject("constraint", table, c) for c in tdef.constraints}
+        return out
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,33 @@ class Difference:
     def describe(self) -> str:
         return f"{self.key()}: expected {self.expected!r}, found {self.actual!r}"
 
+    def extra_object(self) -> SchemaObject | None:
+        """The object this difference says the database has and the reference does not (else None)."""
+        kind = _EXTRA_KINDS.get(self.kind)
+        return None if kind is None else SchemaObject(kind, self.table, self.name)
+
+
+_EXTRA_KINDS = {
+    "table_extra": "table",
+    "column_extra": "column",
+    "index_extra": "index",
+    "constraint_extra": "constraint",
+    "sequence_extra": "sequence",
+}
+# Constraints with an index of their own: compared (and reported) as that index.
+_INDEX_BACKED = ("PRIMARY KEY", "UNIQUE", "EXCLUDE")
+
+
+def extra_objects(differences: list[Difference]) -> list[SchemaObject]:
+    """What a database has that the reference DDL does not: its customisations, one object each
+    (an extra table's own columns, indexes and constraints are the table's, not listed apart)."""
+    return sorted(o for o in (d.extra_object() for d in differences) if o is not None)
+
+
+def removed_by_name(before: SchemaCatalog, after: SchemaCatalog) -> set[SchemaObject]:
+    """What the vendor itself removes between two versions: in ``before``'s DDL, not in ``after``'s."""
+    return before.objects() - after.objects()
+
 
 # --------------------------------------------------------------------------- reading
 
@@ -116,6 +158,7 @@ def read_catalog(server: PgServer, dbname: str, schema: str = "public") -> Schem
             keys = db.fetch_all(conn, queries.CATALOG_PRIMARY_KEYS, (schema,))
             indexes = db.fetch_all(conn, queries.CATALOG_INDEXES, (schema,))
             sequences = [str(r[0]) for r in db.fetch_all(conn, queries.CATALOG_SEQUENCES, (schema,))]
+            constraints = db.fetch_all(conn, queries.CONSTRAINTS, (schema,))
     except db.PgError as exc:
         raise DatabaseError(
             f"reading the catalogue of schema {schema!r} in database {dbname!r} at {server.describe()} "
@@ -134,6 +177,9 @@ def read_catalog(server: PgServer, dbname: str, schema: str = "public") -> Schem
     for table, index, definition, q_index, q_schema, q_table in indexes:
         if table in tables:
             tables[table].indexes[index] = normalise_index(definition, q_index, q_schema, q_table)
+    for table, name, definition in constraints:
+        if table in tables:
+            tables[table].constraints[str(name)] = str(definition)
     return SchemaCatalog(database=dbname, db_schema=schema, tables=tables, sequences=sequences)
 
 
@@ -205,6 +251,10 @@ def _diff_table(table: str, have: TableDef, want: TableDef) -> list[Difference]:
             out.append(Difference("index_missing", table, name, e_def, None))
         elif a_def != e_def:
             out.append(Difference("index_definition", table, name, e_def, a_def))
+    for name in sorted(set(have.constraints) - set(want.constraints)):
+        definition = have.constraints[name]
+        if not definition.startswith(_INDEX_BACKED):
+            out.append(Difference("constraint_extra", table, name, None, definition))
     return out
 
 
@@ -267,7 +317,7 @@ def scratch_database(server: PgServer, ddl_files: list[Path], *, prefix: str = "
 
 
 # Bump when SchemaCatalog or read_catalog's normalisation changes: old entries are then never read.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CACHE_DIR_VARIABLE = "APIM_UPGRADE_CACHE_DIR"
 
 

@@ -2,18 +2,21 @@
 
 The reference is the target pack's DDL loaded into a scratch database; both
 catalogues are compared (tables, columns with type/nullability/default,
-primary keys, indexes, sequences). Differences fail unless the plan lists
-their keys as accepted.
+primary keys, indexes, extra constraints, sequences). Differences fail unless
+the plan lists their keys as accepted; an extra object also passes when it is one
+of the estate's customisations carried through from the source (see
+``customisations.py``) or one the plan accepts (``accepted_customisations``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from psycopg import sql
 
 from apim_upgrade.postgres import db
+from apim_upgrade.postgres.catalog import SchemaObject
 from apim_upgrade.postgres.schema_diff import Difference, SchemaCatalog, diff_catalogs, read_catalog, reference_catalog
 from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset
 from apim_upgrade.wso2.distribution import ddl_file
@@ -27,10 +30,16 @@ class Conformance:
     differences: list[Difference]
     accepted: set[str]
     reference_catalog: SchemaCatalog
+    # Extra objects that pass as the estate's own: customisations carried through, or accepted.
+    customisations: frozenset[SchemaObject] = field(default_factory=frozenset)
+    actual_objects: frozenset[SchemaObject] = field(default_factory=frozenset)  # what the database has
+
+    def is_accepted(self, difference: Difference) -> bool:
+        return difference.key() in self.accepted or difference.extra_object() in self.customisations
 
     @property
     def unaccepted(self) -> list[Difference]:
-        return [d for d in self.differences if d.key() not in self.accepted]
+        return [d for d in self.differences if not self.is_accepted(d)]
 
     def rows(self) -> list[dict[str, object]]:
         return [
@@ -41,7 +50,8 @@ class Conformance:
                 "key": d.key(),
                 "expected": d.expected,
                 "actual": d.actual,
-                "accepted": d.key() in self.accepted,
+                "accepted": self.is_accepted(d),
+                "customisation": d.extra_object() in self.customisations,
             }
             for d in self.differences
         ]
@@ -55,11 +65,13 @@ def check(
     accepted: set[str],
     schema: str = "public",
     cache_dir: Path | None = None,
+    customisations: frozenset[SchemaObject] = frozenset(),
 ) -> Conformance:
     ddl = ddl_file(dbscripts, role)
     reference = reference_catalog(server, ddl, cache_dir)
-    differences = diff_catalogs(read_catalog(server, dbname, schema), reference)
-    return Conformance(role, dbname, ddl, differences, accepted, reference)
+    actual = read_catalog(server, dbname, schema)
+    differences = diff_catalogs(actual, reference)
+    return Conformance(role, dbname, ddl, differences, accepted, reference, customisations, frozenset(actual.objects()))
 
 
 def conformance_gate(result: Conformance, schema: str = "public") -> GateSpec:
@@ -115,7 +127,8 @@ def conformance_gate(result: Conformance, schema: str = "public") -> GateSpec:
                 key_column="difference",
                 expectations=[
                     Expectation(
-                        "difference from the reference DDL not accepted by the plan",
+                        "difference from the reference DDL not accepted by the plan "
+                        "(nor an extra object carried through from the customised source)",
                         "ExpectColumnValuesToBeInSet",
                         {"column": "accepted", "value_set": [True]},
                     )

@@ -32,6 +32,7 @@ from apim_upgrade.proof.report_view import (
     Badge,
     Code,
     Conformance,
+    Customisations,
     Cutover,
     DiffFile,
     Findings,
@@ -399,6 +400,28 @@ def _conformance(run: _Run) -> Conformance | None:
     return Conformance(Table(headers, rows, (0, 4, 5)), files)
 
 
+def _customisations(run: _Run) -> Customisations | None:
+    """Every customisation the last source check recorded, and what the last final check found of it."""
+    source = [r for r in run.steps("check_conformance") if isinstance(r.details.get("customisations"), list)]
+    if not source or not source[-1].details["customisations"]:
+        return None
+    items = [c for c in source[-1].details["customisations"] if isinstance(c, dict)]
+    final = [r for r in run.steps("check_conformance") if isinstance(r.details.get("extra_objects"), list)]
+    at_end: dict[str, str] = {}
+    if final:
+        at_end = {
+            str(e.get("key")): str(e.get("status")) for e in final[-1].details["extra_objects"] if isinstance(e, dict)
+        }
+    rows = []
+    for c in items:
+        fate = "accepted: a step may drop it" if c.get("accepted") else "carried through: must survive every step"
+        end = at_end.get(str(c.get("key")), "not found by the final check" if final else None)
+        rows.append([c.get("database"), Code(c.get("object")), Code(c.get("key")), c.get("detail"), fate, end])
+    headers = ["source", "object", "plan key", "definition", "plan", "at the final check"]
+    accepted = sum(1 for c in items if c.get("accepted"))
+    return Customisations(Table(headers, rows), len(items), accepted)
+
+
 def _cutover(run: _Run) -> Cutover | None:
     decisions = [r for r in run.records if "decision" in r.details or "approval" in r.step or "decision" in r.step]
     steps = [r for r in run.records if r.phase in ("cutover", "rollback") and r not in decisions]
@@ -472,6 +495,7 @@ def report_page(work_dir: Path, out: Path | None = None) -> tuple[Page, Path]:
         work_dir=work_dir,
         summary=_summary(run, outcome),
         phases=_phases(run, outcome),
+        customisations=_customisations(run),
         timeline=_timeline(run),
         gates=_gates(run),
         checkpoints=_checkpoints(run),

@@ -118,6 +118,15 @@ class Conformance:
 
 
 @dataclass(frozen=True)
+class Customisations:
+    """Objects the sources have and WSO2's 4.0.0 DDL does not, as the source-400 check recorded them."""
+
+    table: Table
+    total: int
+    accepted: int  # the plan lets a step drop these; the others are carried through
+
+
+@dataclass(frozen=True)
 class Cutover:
     decisions: Table | None
     steps: Table | None
@@ -129,6 +138,7 @@ class Page:
     work_dir: Path
     summary: Summary
     phases: Table | None  # in the Prefect summary (report_markdown); the page draws the timeline
+    customisations: Customisations | None
     timeline: Markup | None
     gates: Gates | None
     checkpoints: Table | None

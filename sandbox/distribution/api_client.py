@@ -24,6 +24,7 @@ from sandbox.distribution.migrations import (
     SyncTarget,
     converge,
     database,
+    from_ddl,
     prefixed,
     run_in_transaction,
 )
@@ -119,7 +120,7 @@ def _v410(ctx: Context, tenants: list[Tenant]) -> None:
     console.info("V410Migration", f"{AM_LOG}Starting registry resource migration from 4.0.0 to 4.1.0")
     console.info("V410Migration", f"{AM_LOG}Completed registry resource migration from 4.0.0 to 4.1.0")
     console.info("V410Migration", f"{AM_LOG}Running post migration DB scripts")
-    target = SyncTarget(apim, ctx.dbscripts / APIM_DDL, prefixed(API_PREFIXES))
+    target = SyncTarget(apim, ctx.dbscripts / APIM_DDL, prefixed(API_PREFIXES), from_ddl(ctx, APIM_DDL))
     crash = (
         f"{AM_LOG}Error while running AM_DB post migration SQL scripts ",
         f"{AM_LOG}API Migration exception occurred while migrating",

@@ -30,6 +30,7 @@ from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.runtime import process
 from apim_upgrade.wso2.distribution import APIM_DDL, SHARED_DDL
 from sandbox.distribution import pack_texts
+from sandbox.distribution.migrations import FROM_DBSCRIPTS
 from sandbox.errors import SandboxError
 
 # Product version -> (carbon.apimgt.version, carbon.kernel.version), from product-apim's pom.xml.
@@ -133,8 +134,12 @@ def unpack_distribution(zip_path: Path, dest: Path) -> Path:
     return dest / zip_path.name.removesuffix(".zip")
 
 
-def build_migration_kit(out_dir: Path) -> MigrationKit:
-    """Stand-in migration resources, client jars, JDBC driver and estate keystores under ``out_dir``."""
+def build_migration_kit(out_dir: Path, *, from_dbscripts: Path | None = None) -> MigrationKit:
+    """Stand-in migration resources, client jars, JDBC driver and estate keystores under ``out_dir``.
+
+    ``from_dbscripts``: the DDL (pack-style folder) of the 4.0.0 estate the kit migrates, default our
+    compact 4.0.0 schema; both resource folders carry it, and the clients drop only its objects
+    (WSO2's clients drop what their scripts name, never a customer's own objects)."""
     root = out_dir
     identity_resources = root / "migration-resources"
     api_home = root / "migration-resources-am"
@@ -151,6 +156,12 @@ def build_migration_kit(out_dir: Path) -> MigrationKit:
         path = api_resources / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+    from_scripts = _dbscripts("4.0.0", from_dbscripts)
+    for resources in (identity_resources, api_resources):
+        for ddl, data in zip((APIM_DDL, SHARED_DDL), from_scripts, strict=True):
+            path = resources / FROM_DBSCRIPTS / ddl
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
     api_jar = api_home / "dropins" / API_JAR
     api_jar.write_bytes(_jar("org.wso2.carbon.apimgt.migrate.client", "4.2.0.67", "WSO2 API-M migration client"))
     keystores = []

@@ -20,6 +20,7 @@ from sandbox.distribution.migrations import (
     SyncTarget,
     converge,
     database,
+    from_ddl,
     prefixed,
 )
 from sandbox.distribution.runtime import Context, ServerExit
@@ -70,11 +71,17 @@ def run_identity_migration(ctx: Context) -> None:
         raise ServerExit(1)
     targets = (
         [
-            SyncTarget(database(ctx.config.apim_db), ctx.dbscripts / APIM_DDL, prefixed(IDENTITY_APIM_PREFIXES)),
+            SyncTarget(
+                database(ctx.config.apim_db),
+                ctx.dbscripts / APIM_DDL,
+                prefixed(IDENTITY_APIM_PREFIXES),
+                from_ddl(ctx, APIM_DDL),
+            ),
             SyncTarget(
                 database(ctx.config.shared_db),
                 ctx.dbscripts / SHARED_DDL,
                 prefixed(IDENTITY_SHARED_PREFIXES),
+                from_ddl(ctx, SHARED_DDL),
             ),
         ]
         if ctx.config.has_database

@@ -2,8 +2,11 @@
 
 Schema changes are diff-driven: a client compares the live database with the pack's
 own ``dbscripts/`` DDL (sandbox.schema_sync) and applies what differs, so a rerun
-after a crash converges instead of failing on "column already exists". The clients
-themselves are identity_client.py (IS) and api_client.py (API-M 4.0.0 -> 4.2.0).
+after a crash converges instead of failing on "column already exists". Like WSO2's
+clients, whose scripts name what they drop, it drops only objects of the version it
+migrates from (the kit's ``migration-resources/standin-from-dbscripts/``): a customer's
+own tables, columns, indexes and sequences are left alone. The clients themselves are
+identity_client.py (IS) and api_client.py (API-M 4.0.0 -> 4.2.0).
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ class SyncTarget:
     source: Datasource
     ddl: Path
     include: Callable[[str], bool]
+    known: Path  # DDL of the version migrated from: only its objects may be dropped
+
+
+# In the kit's migration-resources: the DDL (pack layout) of the version the clients migrate from.
+FROM_DBSCRIPTS = Path("standin-from-dbscripts")
+
+
+def from_ddl(ctx: Context, relative: Path) -> Path:
+    """The migrated-from version's DDL file the installed kit carries (``relative``: APIM_DDL or SHARED_DDL)."""
+    return ctx.carbon_home / "migration-resources" / FROM_DBSCRIPTS / relative
 
 
 def prefixed(prefixes: tuple[str, ...]) -> Callable[[str], bool]:
@@ -68,10 +81,13 @@ def converge(ctx: Context, step: str, targets: list[SyncTarget], *, logger: str,
     for target in targets:
         source = database(target.source)
         assert source.server is not None and source.dbname is not None  # checked by database()
-        if not target.ddl.is_file():
-            raise MigrationStepFailed(f"Schema script {target.ddl} of this pack is missing")
+        for script in (target.ddl, target.known):
+            if not script.is_file():
+                raise MigrationStepFailed(f"Schema script {script} of this pack or its migration kit is missing")
         with guard(source, f"bringing the schema to {target.ddl.parent.name}/{target.ddl.name}"):
-            statements = schema_sync.sync_statements(source.server, source.dbname, target.ddl, include=target.include)
+            statements = schema_sync.sync_statements(
+                source.server, source.dbname, target.ddl, include=target.include, known=target.known
+            )
             if ctx.failure.at(step, "mid-migration"):
                 part = statements[: max(1, len(statements) // 2)]
                 if part:
