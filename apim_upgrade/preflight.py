@@ -29,7 +29,9 @@ MIGRATION_VERSION = "4.2.0"  # the pack the migration environment must be built 
 
 
 @dataclass(frozen=True)
-class Finding:
+class Check:
+    """One preflight check and its result (a pre-migration API finding is wso2/findings.Finding)."""
+
     severity: str  # "error" | "warning" | "info" | "ok"
     check: str
     message: str
@@ -40,11 +42,11 @@ class Finding:
 
 @dataclass
 class PreflightReport:
-    findings: list[Finding]
+    findings: list[Check]
     sessions: dict[str, list[tuple[int, str, str, str]]]
 
     @property
-    def errors(self) -> list[Finding]:
+    def errors(self) -> list[Check]:
         return [f for f in self.findings if f.severity == "error"]
 
     @property
@@ -55,11 +57,11 @@ class PreflightReport:
 def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> PreflightReport:
     """Check server, role, databases, sessions and disk; never writes."""
     terminate = plan.copy_options.terminate_connections if terminate_connections is None else terminate_connections
-    findings: list[Finding] = []
+    findings: list[Check] = []
     sessions: dict[str, list[tuple[int, str, str, str]]] = {}
 
     def add(severity: str, check: str, message: str) -> None:
-        findings.append(Finding(severity, check, message))
+        findings.append(Check(severity, check, message))
 
     try:
         server = plan.server()
@@ -160,13 +162,13 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
 
 def _session_findings(
     plan: Plan, sessions: dict[str, list[tuple[int, str, str, str]]], terminate: bool
-) -> list[Finding]:
+) -> list[Check]:
     """Other sessions on a source: expected with the snapshot copy, in the way of a template copy."""
     method = plan.copy_options.method
-    findings: list[Finding] = []
+    findings: list[Check] = []
     if terminate and method != "template":
         findings.append(
-            Finding(
+            Check(
                 "warning",
                 "sessions",
                 f"terminate_connections is ignored with copy.method = '{method}': no session is ever "
@@ -177,7 +179,7 @@ def _session_findings(
         listed = ", ".join(f"{app} from {addr} (pid {pid}, user {user})" for pid, app, addr, user in rows)
         if method != "template":
             findings.append(
-                Finding(
+                Check(
                     "info",
                     "sessions",
                     f"{len(rows)} other session(s) connected to '{datname}': {listed}; copy.method = "
@@ -186,11 +188,11 @@ def _session_findings(
             )
         elif terminate:
             findings.append(
-                Finding("warning", "sessions", f"{len(rows)} session(s) on '{datname}' will be terminated: {listed}")
+                Check("warning", "sessions", f"{len(rows)} session(s) on '{datname}' will be terminated: {listed}")
             )
         else:
             findings.append(
-                Finding(
+                Check(
                     "error",
                     "sessions",
                     f"{len(rows)} other session(s) connected to '{datname}' "
@@ -203,18 +205,18 @@ def _session_findings(
     return findings
 
 
-def _snapshot_copy_findings(server: db.PgServer, server_major: int, superuser: bool) -> list[Finding]:
+def _snapshot_copy_findings(server: db.PgServer, server_major: int, superuser: bool) -> list[Check]:
     """The snapshot copy runs pg_dump and pg_restore, and restores owners as the maintenance role."""
-    findings: list[Finding] = []
+    findings: list[Check] = []
     try:
         tools = [str(snapshot_copy.client_tool(name, server_major)) for name in ("pg_dump", "pg_restore")]
     except ApimUpgradeError as exc:
-        findings.append(Finding("error", "copy tools", str(exc)))
+        findings.append(Check("error", "copy tools", str(exc)))
     else:
-        findings.append(Finding("ok", "copy tools", ", ".join(tools)))
+        findings.append(Check("ok", "copy tools", ", ".join(tools)))
     if not superuser:
         findings.append(
-            Finding(
+            Check(
                 "warning",
                 "copy owners",
                 f"role '{server.user}' is not a superuser: pg_restore gives each object its owner in the "
@@ -224,7 +226,7 @@ def _snapshot_copy_findings(server: db.PgServer, server_major: int, superuser: b
     return findings
 
 
-def _dump_space_findings(work_dir: Path, source_bytes: int) -> list[Finding]:
+def _dump_space_findings(work_dir: Path, source_bytes: int) -> list[Check]:
     """The snapshot copy's dump lives under the work directory until it is restored (uncompressed)."""
     probe = work_dir if work_dir.exists() else next((p for p in work_dir.parents if p.exists()), None)
     if probe is None:
@@ -232,7 +234,7 @@ def _dump_space_findings(work_dir: Path, source_bytes: int) -> list[Finding]:
     free = shutil.disk_usage(probe).free
     if free < source_bytes:
         return [
-            Finding(
+            Check(
                 "warning",
                 "dump space",
                 f"{work_dir} has {_human(free)} free; the snapshot copy dumps a source there before restoring "
@@ -242,7 +244,7 @@ def _dump_space_findings(work_dir: Path, source_bytes: int) -> list[Finding]:
     return []
 
 
-def customisation_findings(plan: Plan) -> list[Finding]:
+def customisation_findings(plan: Plan) -> list[Check]:
     """One warning per customisation of the sources (an object WSO2's 4.0.0 DDL does not have).
 
     Reads the sources in read-only snapshots; the 4.0.0 reference is loaded into a scratch
@@ -255,7 +257,7 @@ def customisation_findings(plan: Plan) -> list[Finding]:
         return []
     if section.source_dbscripts is None:
         return [
-            Finding(
+            Check(
                 "warning",
                 "customisations",
                 "[schema_upgrade] source_dbscripts is not set: the sources are not compared with WSO2's 4.0.0 "
@@ -266,10 +268,10 @@ def customisation_findings(plan: Plan) -> list[Finding]:
     try:
         found = find_customisations(plan)
     except ApimUpgradeError as exc:
-        return [Finding("error", "customisations", str(exc))]
+        return [Check("error", "customisations", str(exc))]
     if not found:
-        return [Finding("ok", "customisations", "the sources have nothing WSO2's 4.0.0 DDL does not")]
-    return [Finding("warning", "customisation", c.line()) for c in found]
+        return [Check("ok", "customisations", "the sources have nothing WSO2's 4.0.0 DDL does not")]
+    return [Check("warning", "customisation", c.line()) for c in found]
 
 
 def check_phase_inputs(plan: Plan, phases: list[str] | tuple[str, ...]) -> None:
@@ -345,11 +347,11 @@ def _environment_problems(me: MigrationEnvironmentSection) -> list[str]:
     return problems
 
 
-def _disk_finding(server: db.PgServer, data_dir: str | None, source_bytes: int) -> Finding:
+def _disk_finding(server: db.PgServer, data_dir: str | None, source_bytes: int) -> Check:
     need = int(source_bytes * DISK_HEADROOM)
     local = server.host in ("127.0.0.1", "localhost", "::1") or server.host.startswith("/")
     if not (local and data_dir and Path(data_dir).exists()):
-        return Finding(
+        return Check(
             "warning",
             "disk",
             f"cannot measure free space on a remote server; make sure about {_human(need)} "
@@ -357,28 +359,28 @@ def _disk_finding(server: db.PgServer, data_dir: str | None, source_bytes: int) 
         )
     free = shutil.disk_usage(data_dir).free
     if free < need:
-        return Finding(
+        return Check(
             "error",
             "disk",
             f"{_human(free)} free under {data_dir}, the copies need about {_human(need)} "
             f"(sources {_human(source_bytes)} + 20%); free space or use another tablespace",
         )
-    return Finding("ok", "disk", f"{_human(free)} free, copies need about {_human(need)}")
+    return Check("ok", "disk", f"{_human(free)} free, copies need about {_human(need)}")
 
 
-def _work_dir_finding(work_dir: Path) -> Finding:
+def _work_dir_finding(work_dir: Path) -> Check:
     probe = work_dir if work_dir.exists() else next((p for p in work_dir.parents if p.exists()), None)
     if probe is None or not os.access(probe, os.W_OK):
-        return Finding("error", "work_dir", f"{work_dir} is not writable; fix work_dir in the plan")
+        return Check("error", "work_dir", f"{work_dir} is not writable; fix work_dir in the plan")
     free = shutil.disk_usage(probe).free
     if free < MIN_WORK_DIR_FREE:
-        return Finding(
+        return Check(
             "error",
             "work_dir",
             f"{work_dir} has {_human(free)} free; the audit trail, snapshots, logs and the unpacked "
             f"4.2.0 home need at least {_human(MIN_WORK_DIR_FREE)}: free space or point work_dir elsewhere",
         )
-    return Finding("ok", "work_dir", f"{work_dir} ({_human(free)} free)")
+    return Check("ok", "work_dir", f"{work_dir} ({_human(free)} free)")
 
 
 def _quoted(name: str) -> str:

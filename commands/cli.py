@@ -187,7 +187,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from apim_upgrade.proof.report import report_command
 
-    print(f"report: {report_command(Path(args.path))}")
+    path = Path(args.path)
+    plan_file = path / "plan.toml" if path.is_dir() and not (path / "audit.jsonl").exists() else path
+    if plan_file.is_file() and plan_file.suffix == ".toml":
+        from apim_upgrade.estate_lock import estate_lock
+        from apim_upgrade.plan import load_plan
+
+        with estate_lock(load_plan(plan_file), "report"):  # not while a run is writing the trail it reads
+            print(f"report: {report_command(plan_file)}")
+        return 0
+    print(f"report: {report_command(path)}")  # a work directory alone: the trail's own file lock orders it
     return 0
 
 
@@ -309,6 +318,14 @@ def cmd_sandbox_create(args: argparse.Namespace) -> int:
         f"{summary.applications} applications, {summary.access_tokens} access tokens"
     )
     print(f"plan written to {plan_path}")
+    env_file = plan_path.parent / "sandbox.env"
+    if env_file.exists():  # a sandbox with the stand-in distribution and nodes
+        print("next:")
+        print(f"  source {env_file}                       # its throwaway secrets, for the JVM phases")
+        print(f"  uv run apim-upgrade sandbox start {plan_path}   # its 4.0.0 control plane and gateways")
+        print(f"  uv run apim-upgrade rehearse {plan_path}")
+    else:
+        print(f"next: uv run apim-upgrade run {plan_path} --phase prepare-databases")
     return 0
 
 

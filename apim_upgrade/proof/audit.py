@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,11 @@ def digest_of(data: Any) -> str:
 def _record_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode()).hexdigest()
 
+
+
+def trail_lock(path: Path) -> AbstractContextManager[None]:
+    """The trail's file lock, as appends hold it (readers that need a whole trail take it too)."""
+    return _locked(path)
 
 
 @contextmanager

@@ -487,7 +487,8 @@ def report_page(work_dir: Path, out: Path | None = None) -> tuple[Page, Path]:
     if not trail.is_file():
         raise AuditError(f"{trail}: no audit trail here; give the work directory of a run (or its plan.toml)")
     out = Path(out) if out is not None else work_dir / "reports" / "report.html"
-    records, problems = _read_trail(trail)
+    with audit.trail_lock(trail):  # a whole trail: never between an append's write and its end
+        records, problems = _read_trail(trail)
     run = _Run(work_dir, out.parent, records, problems)
     outcome = _outcome(records)
     page = Page(
