@@ -291,13 +291,28 @@ def cmd_history(args: argparse.Namespace) -> int:
                 took,
                 r.actor,
                 (r.flow_run_id or "-")[:8],
+                _history_note(r.details),
             ]
         )
-    headers = ["seq", "started (UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"]
+    headers = ["seq", "started (UTC)", "phase", "step", "database", "outcome", "took", "actor", "run", "note"]
     _print_table(headers, rows, numeric=(0, 6))
     problems = audit.verify_chain(plan.audit_path)
     print("hash chain: " + ("intact" if not problems else f"BROKEN ({len(problems)} problem(s))"))
+    rehearsals = sorted(plan.work_dir.glob("rehearsal_*/plan.toml"))
+    for rehearsal in rehearsals:  # each rehearsal keeps its own trail beside its derived plan
+        print(f"rehearsal {rehearsal.parent.name}: apim-upgrade history {rehearsal}")
     return 0
+
+
+def _history_note(details: dict[str, object]) -> str:
+    """What a row decided or why it failed or was skipped, in one short line."""
+    if "decision" in details:
+        return f"{details['decision']} by {details.get('by') or '?'}: {details.get('reason') or '-'}"
+    for key in ("error", "reason", "state"):
+        if details.get(key):
+            text = " ".join(str(details[key]).split())
+            return text if len(text) <= 100 else text[:99] + "…"
+    return ""
 
 
 # --- sandbox and demo ----------------------------------------------------------------

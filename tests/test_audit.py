@@ -102,7 +102,24 @@ def test_cli_history_prints_a_plain_table(tmp_path: Path, capsys: pytest.Capture
     lines = capsys.readouterr().out.splitlines()
     assert "\x1b[" not in "\n".join(lines)  # captured output is no terminal: no colour codes
     header = next(line for line in lines if "started (UTC)" in line)
-    assert header.split() == ["seq", "started", "(UTC)", "phase", "step", "database", "outcome", "took", "actor", "run"]
+    assert header.split() == [
+        "seq", "started", "(UTC)", "phase", "step", "database", "outcome", "took", "actor", "run", "note"
+    ]  # fmt: skip
     rows = [line.split() for line in lines if "prepare-databases" in line]
     assert [r[0] for r in rows] == ["1", "2", "3", "4"] and all("tester" in r and "succeeded" in r for r in rows)
     assert lines[-1] == "hash chain: intact"
+
+    # A decision shows what was decided and by whom; a failure its error.
+    for step, outcome, details in (
+        ("approval", "rejected", {"decision": "reject", "by": "alice", "reason": "window moved"}),
+        ("validate_copy", "failed", {"error": "quality gate 'copy-apim' failed (1 expectation(s))"}),
+    ):
+        now = datetime.now(UTC)
+        audit.append_record(
+            tmp_path / "audit.jsonl", plan="p", plan_digest="d" * 64, phase="cutover", step=step,
+            started_at=now, ended_at=now, outcome=outcome, details=details, actor="ops",
+        )  # fmt: skip
+    assert main(["history", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert "reject by alice: window moved" in out
+    assert "quality gate 'copy-apim' failed (1 expectation(s))" in out
