@@ -66,8 +66,10 @@ class PostgresSection(_Section):
     maintenance_db: DatabaseName = Field("postgres", description="Database to connect to for CREATE DATABASE.")
     password_env: str | None = Field(None, description="Environment variable holding the password.")
     password_secret_block: str | None = Field(None, description="Prefect Secret block holding it.")
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
-    connect_timeout: int = Field(10, ge=1, le=600)
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
+        None, description="libpq sslmode of every connection (default: libpq's own, 'prefer')."
+    )
+    connect_timeout: int = Field(10, ge=1, le=600, description="Seconds to wait for a connection.")
 
     @model_validator(mode="after")
     def _one_password_source(self) -> PostgresSection:
@@ -97,6 +99,8 @@ class DatabasePair(_Section):
 
 
 class Databases(_Section):
+    """The estate's two databases, each with the copy the migration works on."""
+
     apim: DatabasePair = Field(description="WSO2AM_DB (the API-M database).")
     shared: DatabasePair = Field(description="WSO2_SHARED_DB (registry and user store).")
 
@@ -148,8 +152,8 @@ class KeystoreSection(_Section):
     """One keystore as deployment.toml names it; its password comes from the environment."""
 
     file_name: str = Field(min_length=1, description="File under repository/resources/security/.")
-    type: str = "JKS"
-    alias: str | None = None
+    type: str = Field("JKS", description="Keystore type as deployment.toml names it (JKS, PKCS12).")
+    alias: str | None = Field(None, description="Key alias in the store (truststores have none).")
     password_env: str = Field(description="Environment variable holding the store password.")
     key_password_env: str | None = Field(None, description="Key password variable (default: password_env).")
 
@@ -170,18 +174,20 @@ class MigrationEnvironmentSection(_Section):
     jdbc_driver: Path = Field(description="PostgreSQL JDBC driver jar (postgresql-42.x.jar).")
     java_home: Path | None = Field(None, description="JDK for api-manager.sh (default: $JAVA_HOME).")
     keystores: list[Path] = Field(description="The estate's keystore files to copy into the home.")
-    keystore_tls: KeystoreSection
-    keystore_primary: KeystoreSection
-    truststore: KeystoreSection | None = None
-    admin_username: str = "admin"
+    keystore_tls: KeystoreSection = Field(description="[keystore.tls] of the 4.2.0 home (a copied file).")
+    keystore_primary: KeystoreSection = Field(description="[keystore.primary] of the 4.2.0 home (a copied file).")
+    truststore: KeystoreSection | None = Field(
+        None, description="[truststore] of the 4.2.0 home (unset: the pack default's [truststore] is kept)."
+    )
+    admin_username: str = Field("admin", description="[super_admin] username of the 4.2.0 home.")
     admin_password_env: str = Field("ADMIN_PASSWORD", description="Variable holding the admin password.")
     db_username: str = Field(description="Role the JVM connects to the copies as.")
     db_password_env: str = Field("POSTGRES_PASSWORD", description="Variable holding its password.")
     jdbc_host: str | None = Field(None, description="Database host as the JVM sees it (default: postgres.host).")
-    jdbc_port: int | None = Field(None, ge=1, le=65535)
-    pool_max_active: int = Field(150, ge=1)
-    pool_max_wait: int = Field(30000, ge=0)
-    pool_min_idle: int = Field(5, ge=0)
+    jdbc_port: int | None = Field(None, ge=1, le=65535, description="Its port (default: postgres.port).")
+    pool_max_active: int = Field(150, ge=1, description="JDBC pool maxActive of both datasources.")
+    pool_max_wait: int = Field(30000, ge=0, description="JDBC pool maxWait (milliseconds).")
+    pool_min_idle: int = Field(5, ge=0, description="JDBC pool minIdle.")
     gateway_environments: list[dict[str, Any]] = Field(
         default_factory=list, description="Each [[apim.gateway.environment]] of the estate."
     )
@@ -193,7 +199,9 @@ class MigrationEnvironmentSection(_Section):
         default_factory=list, description="APIs ('name:version:provider') allowed to fail pre-validation."
     )
     jvm_timeout_seconds: float = Field(3600, gt=0, description="Per JVM run, until server-up.")
-    cleanup: Literal["delete", "archive"] = "delete"
+    cleanup: Literal["delete", "archive"] = Field(
+        "delete", description="What the cleanup phase does with the 4.2.0 home: delete it, or archive it (.tar.gz)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MigrationEnvironmentSection:
@@ -227,9 +235,9 @@ class MigrationEnvironmentSection(_Section):
 class SqlScript(_Section):
     """One vendor upgrade script (WSO2 support hands them out)."""
 
-    from_version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    to_version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    path: Path
+    from_version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="Schema version the script starts from.")
+    to_version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="Schema version it leaves.")
+    path: Path = Field(description="The PostgreSQL script file (from WSO2 support).")
     dbscripts: Path | None = Field(
         None, description="The to_version pack's dbscripts/ folder: its tables/columns must exist after."
     )
@@ -241,8 +249,8 @@ class SqlScript(_Section):
 class SchemaUpgradeSection(_Section):
     """Vendor SQL scripts 4.2.0 -> 4.3.0 -> 4.4.0 (applied by schema-upgrade), and conformance."""
 
-    start_version: str = "4.2.0"
-    scripts: list[SqlScript] = Field(min_length=1)
+    start_version: str = Field("4.2.0", description="Schema version the first script must start from.")
+    scripts: list[SqlScript] = Field(min_length=1, description="The scripts, in the order they apply.")
     target_dbscripts: Path = Field(description="The 4.4.0 pack's dbscripts/ folder (conformance reference).")
     source_dbscripts: Path | None = Field(
         None, description="The 4.0.0 pack's dbscripts/ folder: tells whether the source was customised."
@@ -286,7 +294,7 @@ class Target440Section(_Section):
     db_username: str = Field(description="Role 4.4.0 connects to the migrated copies as.")
     db_password_env: str = Field("POSTGRES_PASSWORD", description="Variable holding its password on the nodes.")
     jdbc_host: str | None = Field(None, description="Database host as the nodes see it (default: postgres.host).")
-    jdbc_port: int | None = Field(None, ge=1, le=65535)
+    jdbc_port: int | None = Field(None, ge=1, le=65535, description="Its port (default: postgres.port).")
     server_offset: int | None = Field(
         None, ge=0, description="[server] offset for the 4.4.0 home instead of the one carried from 4.0.0."
     )
@@ -304,7 +312,7 @@ class Target440Section(_Section):
 class NodeCommands(_Section):
     """One node and the commands that manage it (systemd, ssh, kubectl, ...: run as given)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="Node name in logs, the audit trail and the approval form.")
     start: list[str] = Field(min_length=1, description="Argument list that starts the node.")
     stop: list[str] = Field(min_length=1, description="Argument list that stops the node.")
     health_url: str = Field(description="GET answers 2xx while the node is up.")
@@ -341,8 +349,10 @@ class GatewayNode(NodeCommands):
 
 
 class GatewayGroup(_Section):
-    name: str = Field(min_length=1)
-    nodes: list[GatewayNode] = Field(min_length=1)
+    """A gateway environment's nodes, restarted one at a time."""
+
+    name: str = Field(min_length=1, description="Group name (the gateway environment).")
+    nodes: list[GatewayNode] = Field(min_length=1, description="Its nodes, in restart order.")
 
 
 class RehearsalNodes(_Section):
@@ -351,9 +361,11 @@ class RehearsalNodes(_Section):
     They must be other nodes than production's: no shared health URL, host:port or command.
     """
 
-    control_plane_400: list[NodeCommands] = Field(min_length=1)
-    control_plane_440: list[NodeCommands] = Field(min_length=1)
-    gateway_groups: list[GatewayGroup] = Field(default_factory=list)
+    control_plane_400: list[NodeCommands] = Field(min_length=1, description="Staging 4.0.0 control plane nodes.")
+    control_plane_440: list[NodeCommands] = Field(
+        min_length=1, description="The rehearsal's own 4.4.0 control plane nodes."
+    )
+    gateway_groups: list[GatewayGroup] = Field(default_factory=list, description="The rehearsal's gateway groups.")
     server_offset: int | None = Field(
         None,
         ge=0,
@@ -368,12 +380,18 @@ class CutoverSection(_Section):
     rehearsal: RehearsalNodes | None = Field(
         None, description="Used instead of the nodes below in rehearsal mode; without it rehearsals skip cutover."
     )
-    control_plane_400: list[NodeCommands] = Field(min_length=1)
-    control_plane_440: list[NodeCommands] = Field(min_length=1)
-    gateway_groups: list[GatewayGroup] = Field(default_factory=list)
+    control_plane_400: list[NodeCommands] = Field(
+        min_length=1, description="The 4.0.0 control plane nodes, stopped before 4.4.0 starts."
+    )
+    control_plane_440: list[NodeCommands] = Field(min_length=1, description="The 4.4.0 control plane nodes.")
+    gateway_groups: list[GatewayGroup] = Field(
+        default_factory=list, description="Gateway groups, restarted one node at a time after the control plane."
+    )
     unattended: bool = Field(False, description="Approve automatically (rehearsals only).")
     accept_drift: bool = Field(False, description="Go on although the sources changed after they were copied.")
-    approval_timeout_seconds: int = Field(3600, ge=10)
+    approval_timeout_seconds: int = Field(
+        3600, ge=10, description="How long the paused cutover waits for approve/reject before the run fails."
+    )
     node_timeout_seconds: float = Field(600, gt=0, description="Per node: command plus health wait.")
 
 
@@ -423,15 +441,30 @@ class Plan(_Section):
     """A whole migration plan, as read from ``PLAN.toml``."""
 
     name: str = Field(min_length=1, description="Estate name; labels audit records and locks.")
-    strategy: Strategy = Strategy.SIDE_BY_SIDE
+    strategy: Strategy = Field(
+        Strategy.SIDE_BY_SIDE,
+        description="'side-by-side': 4.0.0 stays untouched until the switch and can be rolled back; "
+        "'in-place': downtime between stopping 4.0.0 and starting 4.4.0, restore from backups.",
+    )
     work_dir: Path = Field(description="Where audit trail, snapshots, logs and reports go.")
-    postgres: PostgresSection = Field(default_factory=PostgresSection)  # type: ignore[arg-type]
-    databases: Databases
-    copy_options: CopySection = Field(default_factory=CopySection, alias="copy")  # type: ignore[arg-type]
-    migration_environment: MigrationEnvironmentSection | None = None
-    schema_upgrade: SchemaUpgradeSection | None = None
-    target_440: Target440Section | None = None
-    cutover: CutoverSection | None = None
+    postgres: PostgresSection = Field(
+        default_factory=PostgresSection,  # type: ignore[arg-type]
+        description="Maintenance connection to the estate's server.",
+    )
+    databases: Databases = Field(description="The API-M and shared databases and their copies.")
+    copy_options: CopySection = Field(
+        default_factory=CopySection,  # type: ignore[arg-type]
+        alias="copy",
+        description="How prepare-databases copies them.",
+    )
+    migration_environment: MigrationEnvironmentSection | None = Field(
+        None, description="The 4.2.0 home of the JVM phases (identity-migration ... cleanup)."
+    )
+    schema_upgrade: SchemaUpgradeSection | None = Field(
+        None, description="Vendor SQL scripts 4.2.0 -> 4.4.0 and conformance (schema-upgrade)."
+    )
+    target_440: Target440Section | None = Field(None, description="The 4.4.0 home (configure-440).")
+    cutover: CutoverSection | None = Field(None, description="The nodes to switch over (cutover, rollback).")
 
     # Set by load_plan, not by the file.
     source_path: Path | None = Field(None, exclude=True)
