@@ -7,6 +7,10 @@ Errors stay picklable (plain args) because Prefect serialises task failures.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ApimUpgradeError(Exception):
     """Root of every error this tool raises on purpose."""
@@ -94,18 +98,33 @@ class AuditError(ApimUpgradeError):
     exit_code = 5
 
 
+# Set by the CLI, which prints this tool's errors itself (``FAILED: ...`` on stderr).
+_CLI_REPORTS_FAILURES = False
+# An error already logged as ``FAILED: ...`` by a flow carries this attribute; Prefect's own
+# records of it ("Encountered exception", "Engine execution exited ...") are then dropped.
+_LOGGED = "_apim_upgrade_failed_logged"
+
+
+def cli_reports_failures() -> None:
+    """The CLI prints ``FAILED: ...`` itself: flows it runs must not log that line again."""
+    global _CLI_REPORTS_FAILURES
+    _CLI_REPORTS_FAILURES = True
+
+
 def hide_known_tracebacks() -> None:
     """Keep Prefect's run loggers from printing a stack for this tool's own errors.
 
     The CLI prints such an error once as ``FAILED: ...``; Prefect would log it again with a
     traceback (the flow run's "Encountered exception"), burying that line. The message stays
     in the log; only the stack of an expected error is dropped (``--traceback`` shows it).
+    An error a flow already logged as ``FAILED: ...`` (``failures_logged_once``) is not logged again.
     """
-    import logging
 
     class _KnownErrorFilter(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             if record.exc_info and isinstance(record.exc_info[1], ApimUpgradeError):
+                if getattr(record.exc_info[1], _LOGGED, False):
+                    return False
                 record.exc_info, record.exc_text = None, None
             return True
 
@@ -113,3 +132,24 @@ def hide_known_tracebacks() -> None:
         logger = logging.getLogger(name)
         if not any(type(f).__name__ == "_KnownErrorFilter" for f in logger.filters):
             logger.addFilter(_KnownErrorFilter())
+
+
+@contextmanager
+def failures_logged_once(logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> Iterator[None]:
+    """Outside the CLI (a deployment run on a worker), the flow's log is where a failure is read.
+
+    This tool's own error is logged there exactly as the CLI prints it, one ``FAILED: <message>``
+    line at ERROR, and Prefect's records of the same error (with their tracebacks) are dropped.
+    Under the CLI this does nothing: the CLI prints the line itself. Other errors pass untouched.
+    """
+    if _CLI_REPORTS_FAILURES:
+        yield
+        return
+    hide_known_tracebacks()
+    try:
+        yield
+    except ApimUpgradeError as exc:
+        if not getattr(exc, _LOGGED, False):
+            logger.error("FAILED: %s", exc)
+            setattr(exc, _LOGGED, True)
+        raise

@@ -16,7 +16,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apim_upgrade.errors import ApimUpgradeError, AuditError, DiskFull, PreflightError, hide_known_tracebacks
+from apim_upgrade.errors import (
+    ApimUpgradeError,
+    AuditError,
+    DiskFull,
+    PreflightError,
+    cli_reports_failures,
+    hide_known_tracebacks,
+)
 from apim_upgrade.phases import NAMES as PHASE_NAMES
 
 if TYPE_CHECKING:
@@ -480,6 +487,7 @@ def _terminated(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    cli_reports_failures()
     if not args.traceback:
         hide_known_tracebacks()
     signal.signal(signal.SIGTERM, _terminated)

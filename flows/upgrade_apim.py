@@ -7,6 +7,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from apim_upgrade import phases as registry
+from apim_upgrade.errors import failures_logged_once
 from apim_upgrade.estate_lock import estate_lock
 from apim_upgrade.plan import load_plan
 from apim_upgrade.preflight import check_phase_inputs
@@ -32,33 +33,35 @@ def upgrade_apim(
     ``resume=False`` (rehearsals only) starts from fresh copies.
     """
     logger = get_run_logger()
-    estate = load_plan(plan)
-    phases = registry.select(from_phase, until_phase)
-    # Packs, keystores, scripts and secrets of the phases the plan can run: before anything is written.
-    check_phase_inputs(estate, phases)
-    # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
-    with estate_lock(estate, mode) as lock:
-        the_plan = load_plan(prepare_rehearsal_plan(estate, fresh=not resume)) if mode == "rehearsal" else estate
-        results: dict[str, str] = {}
-        try:
-            for name in phases:
-                lock.ensure()  # a server restart during the previous phase released it
-                section = registry.missing_section(the_plan, name)
-                if section is not None:
-                    logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
-                    results[name] = f"skipped (no [{section}])"
-                    continue
-                if registry.get(name).records_completion and check_phase_done(the_plan, name):
-                    results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
-                    continue
-                results[name] = str(run_phase(name, the_plan))
-            if mode == "rehearsal" and not keep_copies and phases[-1] == registry.NAMES[-1]:
-                # Nothing of the rehearsal's may keep serving from copies about to be dropped.
-                results["rehearsal-nodes"] = "stopped " + (", ".join(stop_rehearsal_nodes(the_plan)) or "none")
-                results["rehearsal-copies"] = drop_rehearsal_copies(the_plan)
-        except Exception:
-            # A stopped run is when the report matters most: write it (its failure first), then fail.
-            report_after_failure(the_plan)
-            raise
-        results["report"] = publish_report(the_plan)
-    return results
+    # A deployment run's log is where its failure is read: one FAILED line, as the CLI prints it.
+    with failures_logged_once(logger):
+        estate = load_plan(plan)
+        phases = registry.select(from_phase, until_phase)
+        # Packs, keystores, scripts and secrets of the phases the plan can run: before anything is written.
+        check_phase_inputs(estate, phases)
+        # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
+        with estate_lock(estate, mode) as lock:
+            the_plan = load_plan(prepare_rehearsal_plan(estate, fresh=not resume)) if mode == "rehearsal" else estate
+            results: dict[str, str] = {}
+            try:
+                for name in phases:
+                    lock.ensure()  # a server restart during the previous phase released it
+                    section = registry.missing_section(the_plan, name)
+                    if section is not None:
+                        logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
+                        results[name] = f"skipped (no [{section}])"
+                        continue
+                    if registry.get(name).records_completion and check_phase_done(the_plan, name):
+                        results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
+                        continue
+                    results[name] = str(run_phase(name, the_plan))
+                if mode == "rehearsal" and not keep_copies and phases[-1] == registry.NAMES[-1]:
+                    # Nothing of the rehearsal's may keep serving from copies about to be dropped.
+                    results["rehearsal-nodes"] = "stopped " + (", ".join(stop_rehearsal_nodes(the_plan)) or "none")
+                    results["rehearsal-copies"] = drop_rehearsal_copies(the_plan)
+            except Exception:
+                # A stopped run is when the report matters most: write it (its failure first), then fail.
+                report_after_failure(the_plan)
+                raise
+            results["report"] = publish_report(the_plan)
+        return results

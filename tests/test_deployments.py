@@ -93,3 +93,38 @@ def test_second_run_on_the_same_estate_is_refused(make_sandbox: Callable[..., Pa
     with advisory_lock(pg, "postgres", f"estate:{plan.name}", "cutover-by-bob", "test"):
         with pytest.raises(UpgradeLocked, match="'cutover-by-bob'"):
             upgrade_apim(plan=str(plan_path), mode="rehearsal", until_phase="prepare-databases")
+
+
+def _failing_plan(tmp_path: Path) -> Path:
+    """A plan whose run fails in preflight, before anything is written: its 4.4.0 dbscripts folder is missing."""
+    (tmp_path / "step.sql").write_text("SELECT 1;\n")
+    plan_path = tmp_path / "failing.toml"
+    plan_path.write_text(
+        'name = "failing-estate"\nwork_dir = "work"\n'
+        '[databases.apim]\nsource = "src_am"\ntarget = "tgt_am"\nowner = "wso2"\n'
+        '[databases.shared]\nsource = "src_shared"\ntarget = "tgt_shared"\nowner = "wso2"\n'
+        '[schema_upgrade]\ntarget_dbscripts = "missing-dbscripts"\n'
+        '[[schema_upgrade.scripts]]\nfrom_version = "4.2.0"\nto_version = "4.3.0"\npath = "step.sql"\n'
+    )
+    return plan_path
+
+
+def test_a_failed_deployment_run_logs_one_failed_line_and_no_traceback(
+    prefect_server: dict[str, str], tmp_path: Path
+) -> None:
+    plan_path = _failing_plan(tmp_path)
+    env = dict(prefect_server, APIM_UPGRADE_HOME=str(ROOT), APIM_UPGRADE_PLAN=str(plan_path))
+    _prefect(env, "work-pool", "create", "apim-upgrade", "--type", "process", "--overwrite")
+    _prefect(env, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    out = _prefect(env, "deployment", "run", "upgrade-apim/cutover", "--param", f"plan={plan_path}")
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+    assert run_id, out
+    worker_log = _prefect(env, "worker", "start", "--pool", "apim-upgrade", "--run-once", timeout=300)
+    state = _prefect(env, "flow-run", "inspect", run_id.group(1))
+    assert "FAILED" in state.upper(), state
+    run_log = _prefect(env, "flow-run", "logs", run_id.group(1))
+    for log in (worker_log, run_log):
+        failed = [line for line in log.splitlines() if "FAILED: " in line]
+        assert len(failed) == 1, log
+        assert "ERROR" in failed[0] and "preflight found problems: dbscripts:" in failed[0], failed[0]
+        assert "Traceback" not in log, log
