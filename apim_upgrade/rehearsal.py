@@ -7,6 +7,7 @@ the cutover is unattended and uses ``[cutover.rehearsal]`` nodes (or is skipped)
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +15,38 @@ from typing import Any
 
 import tomli_w
 
-from apim_upgrade.errors import PlanError
+from apim_upgrade.errors import ApimUpgradeError, PlanError
 from apim_upgrade.plan import Plan, load_plan, replace_in_strings
+from apim_upgrade.postgres import bookkeeping, db, queries
+
+_REHEARSAL_NAME = re.compile(r"_rehearsal_\d{8}$")
 
 
 def rehearsal_suffix(day: datetime | None = None) -> str:
     return "_rehearsal_" + (day or datetime.now(UTC)).strftime("%Y%m%d")
+
+
+def is_rehearsal_plan(plan: Plan) -> bool:
+    """A plan derived by ``derive_rehearsal_plan`` (its estate name carries the dated suffix)."""
+    return bool(_REHEARSAL_NAME.search(plan.name))
+
+
+def refuse_if_cut_over(plan: Plan) -> None:
+    """A rehearsal of an estate whose own API-M target records the cutover done proves nothing: refuse it."""
+    target = plan.databases.apim.target
+    with db.session(plan.server(), plan.postgres.maintenance_db, read_only=True) as conn:
+        exists = db.fetch_one(conn, queries.DATABASE_INFO, ([target],)) is not None
+    if not exists:
+        return
+    if any(
+        phase == "cutover" and step == "done"
+        for phase, step in bookkeeping.state(plan.server(), target).completed_steps
+    ):
+        raise ApimUpgradeError(
+            f"estate '{plan.name}' is already cut over to 4.4.0 ({target} records the cutover done): a rehearsal "
+            "of it proves nothing; pause its rehearsal schedule (`prefect deployment schedule pause`) or, after a "
+            "rollback, rehearse again"
+        )
 
 
 def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:

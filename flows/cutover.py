@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from apim_upgrade.plan import load_plan
+from apim_upgrade.rehearsal import is_rehearsal_plan
 from tasks.cutover import (
     PHASE,
     check_nodes,
@@ -19,6 +20,7 @@ from tasks.cutover import (
     stop_serving_440,
 )
 from tasks.jvm import check_phase_done, mark_phase_done
+from tasks.rehearsal import pause_rehearsal_schedules
 
 
 @flow(name=PHASE)
@@ -37,8 +39,10 @@ def cutover(plan_path: str) -> str:
     apis = check_publisher_apis(plan)
     gateways = restart_gateways(plan)
     mark_phase_done(plan, PHASE, {"approved_by": decision.decided_by, "apis": apis, "gateways": len(gateways)})
+    paused = [] if is_rehearsal_plan(plan) else pause_rehearsal_schedules(plan)  # no rehearsal of a cut-over estate
     return (
         f"cut over (approved by {decision.decided_by}): {apis} APIs visible, {len(gateways)} gateway node(s) restarted"
+        + (f"; {len(paused)} rehearsal schedule(s) paused" if paused else "")
     )
 
 

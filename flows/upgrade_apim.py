@@ -11,6 +11,7 @@ from apim_upgrade.errors import failures_logged_once
 from apim_upgrade.estate_lock import estate_lock
 from apim_upgrade.plan import load_plan
 from apim_upgrade.preflight import check_phase_inputs
+from apim_upgrade.rehearsal import refuse_if_cut_over
 from flows.phases import run_phase
 from tasks.jvm import check_phase_done
 from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan, stop_rehearsal_nodes
@@ -40,6 +41,8 @@ def upgrade_apim(
         # Packs, keystores, scripts and secrets of the phases the plan can run: before anything is written.
         check_phase_inputs(estate, phases)
         # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
+        if mode == "rehearsal":
+            refuse_if_cut_over(estate)  # its weekly schedule may still fire after the cutover
         with estate_lock(estate, mode) as lock:
             the_plan = load_plan(prepare_rehearsal_plan(estate, fresh=not resume)) if mode == "rehearsal" else estate
             results: dict[str, str] = {}

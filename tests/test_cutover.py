@@ -364,3 +364,62 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(jvm_sandbox: Pa
         assert rehearsal_plan.databases.apim.target not in names  # its copies were dropped
     finally:
         stop_everything(jvm_sandbox.parent)
+
+
+def test_the_cutover_pauses_only_this_plans_rehearsal_schedules(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.objects import Flow
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from tasks.rehearsal import pause_rehearsal_deployments
+
+    ours, other = tmp_path / "ours.toml", tmp_path / "other.toml"
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow(Flow(name="upgrade-apim"))  # type: ignore[arg-type]
+
+        def deploy(name: str, plan: Path) -> Any:
+            return client.create_deployment(
+                flow_id,
+                name,
+                parameters={"plan": str(plan), "mode": "rehearsal"},
+                schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="0 2 * * 6"), active=True)],
+            )
+
+        mine, theirs = deploy("rehearsal", ours), deploy("rehearsal-other", ours)
+        elsewhere = client.create_deployment(
+            client.create_flow(Flow(name="upgrade-apim-x")),  # type: ignore[arg-type]
+            "rehearsal",
+            parameters={"plan": str(ours)},
+            schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="0 2 * * 6"), active=True)],
+        )
+        assert pause_rehearsal_deployments(other) == []  # another plan's cutover pauses nothing of ours
+        paused = pause_rehearsal_deployments(ours)
+        assert len(paused) == 1 and str(mine) in paused[0], paused
+        assert [s.active for s in client.read_deployment(mine).schedules] == [False]
+        for untouched in (theirs, elsewhere):  # another deployment name, another flow
+            assert [s.active for s in client.read_deployment(untouched).schedules] == [True]
+        assert pause_rehearsal_deployments(ours) == []  # already paused: nothing more to do
+        for dep in (mine, theirs, elsewhere):
+            client.delete_deployment(dep)
+
+
+def test_a_rehearsal_of_a_cut_over_estate_refuses_at_once(make_sandbox: Any, pg: db.PgServer) -> None:
+    from apim_upgrade.postgres import queries
+
+    plan_path = make_sandbox()
+    plan = load_plan(plan_path)
+    target = plan.databases.apim.target
+    with db.session(pg, "postgres", autocommit=True) as conn:
+        db.execute(conn, queries.drop_database(target))
+        db.execute(conn, f'CREATE DATABASE "{target}"')  # type: ignore[arg-type]
+    try:
+        history.mark_done(pg, target, "cutover", "done", None, {"approved_by": "bob"})
+        with pytest.raises(ApimUpgradeError, match=r"already cut over to 4\.4\.0 .*records the cutover done"):
+            upgrade_apim(plan=str(plan_path), mode="rehearsal", until_phase="prepare-databases")
+        with db.session(pg, "postgres", read_only=True) as conn:
+            names = {r[0] for r in db.fetch_all(conn, "SELECT datname FROM pg_database")}
+        assert not any(n.startswith(f"{target}_rehearsal_") for n in names)  # refused before any copy
+    finally:
+        with db.session(pg, "postgres", autocommit=True) as conn:
+            db.execute(conn, queries.drop_database(target))
