@@ -182,7 +182,7 @@ def decide_cutover(
                 approve=True, decided_by="unattended (cutover.unattended = true)", reason="rehearsal"
             )
         else:
-            get_run_logger().warning("cutover paused for approval: resume the flow run in the Prefect UI")
+            announce_pause()
             decision = pause_flow_run(
                 # Initial data only for `approve`: with_initial_data redefines the fields it is given
                 # without their constraints, and the server would then take an approval without a name.
@@ -195,6 +195,45 @@ def decide_cutover(
         if not decision.approve:
             rec.outcome = "rejected"
     return decision
+
+
+def flow_run_ui_url(run_id: str) -> str:
+    """The UI page of a flow run: PREFECT_UI_URL, else the API URL without its /api suffix."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/").removesuffix("/api")
+    return f"{base.rstrip('/')}/runs/flow-run/{run_id}"
+
+
+def announce_pause() -> str:
+    """Name and link the paused cutover run, in its own log and its parent's (whose UI shows "Running").
+
+    The parent run also gets a link artifact ``cutover-approval`` pointing at the paused run.
+    """
+    from uuid import UUID
+
+    from prefect.artifacts import LinkArtifact
+    from prefect.client.orchestration import get_client
+    from prefect.logging.loggers import flow_run_logger
+    from prefect.runtime import flow_run as this_run
+
+    run_id, name = str(this_run.get_id()), this_run.get_name()
+    url = flow_run_ui_url(run_id)
+    line = f"cutover paused for approval in flow run '{name}' ({run_id}): approve or reject it at {url}"
+    get_run_logger().warning(line)
+    parent = this_run.get_parent_flow_run_id()
+    if parent is not None:
+        with get_client(sync_client=True) as client:
+            parent_run = client.read_flow_run(UUID(parent))
+        flow_run_logger(parent_run).warning(line)
+        LinkArtifact(
+            link=url,
+            link_text=f"cutover waiting for approval: flow run {name}",
+            key="cutover-approval",
+            description=f"The paused cutover subflow run {name} ({run_id}): resume it with approve/reject.",
+            flow_run_id=UUID(parent),
+        ).create()
+    return line
 
 
 def _what_happens(plan: Plan, drift: list[dict[str, object]], states: list[dict[str, Any]]) -> str:

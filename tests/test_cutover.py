@@ -423,3 +423,47 @@ def test_a_rehearsal_of_a_cut_over_estate_refuses_at_once(make_sandbox: Any, pg:
     finally:
         with db.session(pg, "postgres", autocommit=True) as conn:
             db.execute(conn, queries.drop_database(target))
+
+
+def test_a_paused_cutover_is_named_and_linked_in_its_parent_run() -> None:
+    from uuid import UUID
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
+    from prefect.logging import get_run_logger
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from tasks.cutover import announce_pause, flow_run_ui_url
+
+    with temporary_settings({PREFECT_UI_URL: None, PREFECT_API_URL: "http://ops.example:4200/api"}):
+        assert flow_run_ui_url("r1") == "http://ops.example:4200/runs/flow-run/r1"
+
+    @flow(name="cutover-child")
+    def child() -> str:
+        return announce_pause()
+
+    @flow(name="cutover-parent")
+    def parent() -> tuple[str, str]:
+        from prefect.runtime import flow_run
+
+        get_run_logger().info("parent running")
+        return child(), str(flow_run.get_id())
+
+    line, parent_id = parent()
+    assert "cutover paused for approval in flow run '" in line and "/runs/flow-run/" in line
+    child_id = line.split("(", 1)[1].split(")", 1)[0]
+    assert line.endswith(f"/runs/flow-run/{child_id}")
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(parent_id)])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["cutover-approval"]))
+        )
+    deadline = time.monotonic() + 20
+    while not any(line in log.message for log in logs) and time.monotonic() < deadline:
+        time.sleep(0.5)  # logs reach the API in batches
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(parent_id)])))
+    assert any(line in log.message for log in logs), [log.message for log in logs]
+    mine = [a for a in artifacts if str(a.flow_run_id) == parent_id]
+    assert mine and child_id in str(mine[0].data), artifacts
