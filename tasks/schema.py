@@ -192,7 +192,12 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
         result = run_gate(plan.work_dir / "gx", server, spec, f"{PHASE}-validate_script")
         rec.gates.append(result.summary())
         rec.details.update(survival_details(kept, after))
-        rows = comparison_rows(before, after)
+        rows = comparison_rows(
+            before,
+            after,
+            labels=("before_rows", "after_rows"),
+            expected={t: f"in expected_row_changes of {script.name}" for t in spec_cfg.expected_row_changes},
+        )
         altered = script.tables()
         changed = [dict(r, altered_by_script=r["table"] in altered) for r in rows if r["status"] != "ok"]
         rec.details.update(
