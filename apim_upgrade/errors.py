@@ -7,6 +7,7 @@ Errors stay picklable (plain args) because Prefect serialises task failures.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,6 +91,21 @@ class DiskFull(ApimUpgradeError):
             f"no space left on the device writing {path}{need}; free space there (or move work_dir) and "
             "rerun the same command: it resumes where it stopped"
         )
+
+
+def disk_full_in(exc: BaseException) -> DiskFull | None:
+    """DiskFull for ``exc`` if a full disk is what it comes down to, however a library wrapped it
+    (GX, for one, raises its own scaffolding error from the OSError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskFull):
+            return current
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return DiskFull.writing(current.filename or "a file of this run")
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class AuditError(ApimUpgradeError):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import signal
 import sys
@@ -22,6 +21,7 @@ from apim_upgrade.errors import (
     DiskFull,
     PreflightError,
     cli_reports_failures,
+    disk_full_in,
     hide_known_tracebacks,
 )
 from apim_upgrade.phases import NAMES as PHASE_NAMES
@@ -501,10 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"FAILED: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+    except Exception as exc:  # a full disk, however a library wrapped it, is one line; the rest re-raised
+        full = disk_full_in(exc)
+        if full is None:
             raise
-        print(f"FAILED: {DiskFull.writing(exc.filename or 'a file of this run')}", file=sys.stderr)
+        print(f"FAILED: {full}", file=sys.stderr)
         return DiskFull.exit_code
     except KeyboardInterrupt:
         print("FAILED: interrupted; rerun the same command to resume", file=sys.stderr)

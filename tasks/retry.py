@@ -8,7 +8,6 @@ Anything else (a failing statement, a failed gate, a wrong name) never heals by 
 
 from __future__ import annotations
 
-import errno
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from apim_upgrade.errors import DatabaseUnavailable, DiskFull
+from apim_upgrade.errors import ApimUpgradeError, DatabaseUnavailable, disk_full_in
 from apim_upgrade.postgres import db
 
 RETRIES = 2
@@ -57,10 +56,13 @@ def retryable_task(name: str) -> Callable[[F], Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
+            except ApimUpgradeError:
+                raise
+            except Exception as exc:  # only a full disk is translated; anything else re-raised as is
+                full = disk_full_in(exc)
+                if full is None:
                     raise
-                raise DiskFull.writing(exc.filename or "a file of this run") from None
+                raise full from None
 
         return task(
             name=name,

@@ -7,7 +7,6 @@ and is ours.
 
 from __future__ import annotations
 
-import errno
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from apim_upgrade.errors import ApimUpgradeError, DiskFull
+from apim_upgrade.errors import ApimUpgradeError, DiskFull, disk_full_in
 from apim_upgrade.plan import Plan
 from apim_upgrade.postgres import db, queries
 from apim_upgrade.postgres.copies import read_marker
@@ -83,8 +82,9 @@ def audited_step(
         yield record
     except BaseException as exc:
         failure: BaseException = exc
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # one line naming the file, not a stack
-            failure = DiskFull.writing(exc.filename or f"the work directory {plan.work_dir}")
+        full = None if isinstance(exc, ApimUpgradeError) else disk_full_in(exc)
+        if full is not None:  # one line naming the file, not a library's stack
+            failure = full
         record.details["error"] = str(failure) if isinstance(failure, ApimUpgradeError) else repr(failure)
         try:
             audit.append_record(
