@@ -31,6 +31,7 @@ from sandbox.distribution.config import StartupError, check_jdbc_drivers, check_
 from sandbox.distribution.console import Console
 from sandbox.distribution.identity_client import run_identity_migration
 from sandbox.distribution.prevalidation import run_pre_migration
+from sandbox.distribution.runtime import run_extra_sql
 from sandbox.distribution.registry import guard
 from sandbox.distribution.runtime import (
     HTTP_PORT_VARIABLE,
@@ -124,6 +125,7 @@ def _run(carbon_home: Path, properties: dict[str, str], console: Console) -> int
         run_pre_migration(ctx)
     elif api_client:
         run_api_migration(ctx)
+    run_extra_sql(ctx, kind)
     if kind == "start" and failure.at("start", "errors"):
         console.error("CarbonServerManager", "Error while initializing the registry indexer: Lock obtain timed out")
     console.info("StartupFinalizerServiceComponent", f"Server           :  {PRODUCT}-{version}")
