@@ -20,6 +20,7 @@ from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import catalog, db
 from apim_upgrade.postgres.catalog import take_snapshot
 from flows.phases import run_phase
+from tests.test_schema_upgrade import at_420  # noqa: F401  (fixture)
 
 BIG, SMALL, OTHER = "big_table", "small_table", "never_named"
 
@@ -64,7 +65,11 @@ def test_nothing_changed_counts_nothing(pg: db.PgServer, scratch: str) -> None:
         ("SELECT drop_one()", BIG, 19999),
         ("SELECT add_one()", OTHER, 1),
         (f"TRUNCATE {SMALL}", SMALL, 0),
-        (f"BEGIN; TRUNCATE {SMALL}; INSERT INTO {SMALL} SELECT g, 'z' FROM generate_series(1, 10) g; COMMIT", SMALL, 10),
+        (
+            f"BEGIN; TRUNCATE {SMALL}; INSERT INTO {SMALL} SELECT g, 'z' FROM generate_series(1, 10) g; COMMIT",
+            SMALL,
+            10,
+        ),
     ],
 )
 def test_every_count_change_is_counted(pg: db.PgServer, scratch: str, change: str, table: str, expected: int) -> None:
@@ -82,7 +87,9 @@ def test_update_and_add_column_count_nothing(pg: db.PgServer, scratch: str) -> N
     assert after.counted == [] and BIG in after.proven
 
 
-def test_commit_by_a_session_still_connected_is_caught(pg: db.PgServer, scratch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commit_by_a_session_still_connected_is_caught(
+    pg: db.PgServer, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(catalog, "SETTLE_SECONDS", 0.3)
     base = take_snapshot(pg, scratch)
     other = db.connect(pg, scratch)
@@ -124,3 +131,73 @@ def test_statistics_reset_counts_everything(pg: db.PgServer, scratch: str) -> No
 def _audit(plan_dir: Path, step: str) -> list[dict[str, object]]:
     lines = [json.loads(x) for x in (plan_dir / "audit.jsonl").read_text().splitlines() if x.strip()]
     return [r for r in lines if r.get("step") == step]
+
+
+@pytest.fixture
+def script_plan(at_420: Path, prefect_api: None, pg: db.PgServer, tmp_path: Path) -> Iterator[tuple[Path, str, int]]:
+    """A plan at 4.2.0 with one script 4.2.0 -> 4.3.0 (body written by the test); its largest table."""
+    plan = load_plan(at_420)
+    before = take_snapshot(pg, plan.databases.apim.target)
+    largest = max(before.row_counts, key=lambda t: before.row_counts[t])
+    other = "x_unnamed"  # a customer table no statement of the script names
+    with db.session(pg, plan.databases.apim.target) as conn:
+        db.execute_script(
+            conn,
+            f"CREATE TABLE {other} (id int); INSERT INTO {other} VALUES (1); "
+            f'ALTER TABLE {other} OWNER TO "{plan.databases.apim.owner}"',
+        )
+    yield at_420, largest, before.row_counts[largest], other
+
+
+def _apply(plan_path: Path, tmp_path: Path, body: str) -> None:
+    from tests.test_schema_upgrade import COMPACT, _section, _write_section
+
+    script = tmp_path / "custom-4.2.0-to-4.3.0.sql"
+    script.write_text(body)
+    section = _section([("4.2.0", "4.3.0", script)])
+    scripts = section["schema_upgrade"]["scripts"]  # type: ignore[index]
+    scripts[0]["dbscripts"] = str(COMPACT / "4.2.0")  # the body keeps the 4.2.0 schema
+    section["schema_upgrade"]["target_dbscripts"] = str(COMPACT / "4.2.0")  # type: ignore[index]
+    _write_section(plan_path, section)
+    run_phase("schema-upgrade", load_plan(plan_path))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "CREATE FUNCTION x_drop() RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+        "DELETE FROM {largest} WHERE ctid = (SELECT min(ctid) FROM {largest}); END $$;\nSELECT x_drop();\n"
+        "DROP FUNCTION x_drop();\n",
+        "CREATE FUNCTION x_add() RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+        "EXECUTE 'INSERT INTO ' || '{other} SELECT * FROM {other} LIMIT 1'; END $$;\n"
+        "SELECT x_add();\nDROP FUNCTION x_add();\n",
+        "TRUNCATE {largest} CASCADE;\n",
+    ],
+    ids=["delete-through-function", "insert-into-unnamed-table", "truncate"],
+)
+def test_script_changing_a_count_fails_its_gate(
+    script_plan: tuple[Path, str, int, str], pg: db.PgServer, tmp_path: Path, body: str
+) -> None:
+    plan_path, largest, rows, other = script_plan
+    with pytest.raises(GateFailed) as err:
+        _apply(plan_path, tmp_path, body.format(largest=largest, other=other))
+    text = str(err.value)
+    table = other if "x_add" in body else largest
+    assert table in text, text
+    if "x_drop" in body:
+        assert str(rows) in text and str(rows - 1) in text, text
+
+
+def test_script_updating_and_adding_columns_counts_no_large_table(
+    script_plan: tuple[Path, str, int, str], pg: db.PgServer, tmp_path: Path
+) -> None:
+    plan_path, largest, _, _ = script_plan
+    body = f"ALTER TABLE {largest} ADD COLUMN x_note VARCHAR(10);\nUPDATE {largest} SET x_note = 'n';\n"
+    with pytest.raises(GateFailed) as err:  # conformance with 4.2.0 names the extra column; the count gate passed
+        _apply(plan_path, tmp_path, body)
+    assert "conformance" in str(err.value), str(err.value)
+    record = _audit(load_plan(plan_path).work_dir, "validate_script")
+    details = record[-1]["details"]
+    assert isinstance(details, dict)
+    assert largest not in details["counted_tables"], details["count_reasons"]
+    assert largest in details["proven_unchanged"]
