@@ -20,7 +20,7 @@ from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import catalog, db
 from apim_upgrade.postgres.catalog import take_snapshot
 from flows.phases import run_phase
-from tests.test_schema_upgrade import at_420  # noqa: F401  (fixture)
+from tests.test_schema_upgrade import at_420 as at_420_fixture  # noqa: F401  (fixture)
 
 BIG, SMALL, OTHER = "big_table", "small_table", "never_named"
 
@@ -134,9 +134,15 @@ def _audit(plan_dir: Path, step: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def script_plan(at_420: Path, prefect_api: None, pg: db.PgServer, tmp_path: Path) -> Iterator[tuple[Path, str, int]]:
+def script_plan(
+    request: pytest.FixtureRequest,
+    prefect_api: None,
+    pg: db.PgServer,
+    tmp_path: Path,
+) -> Iterator[tuple[Path, str, int]]:
     """A plan at 4.2.0 with one script 4.2.0 -> 4.3.0 (body written by the test); its largest table."""
-    plan = load_plan(at_420)
+    plan_path: Path = request.getfixturevalue("at_420_fixture")
+    plan = load_plan(plan_path)
     before = take_snapshot(pg, plan.databases.apim.target)
     largest = max(before.row_counts, key=lambda t: before.row_counts[t])
     other = "x_unnamed"  # a customer table no statement of the script names
@@ -146,7 +152,7 @@ def script_plan(at_420: Path, prefect_api: None, pg: db.PgServer, tmp_path: Path
             f"CREATE TABLE {other} (id int); INSERT INTO {other} VALUES (1); "
             f'ALTER TABLE {other} OWNER TO "{plan.databases.apim.owner}"',
         )
-    yield at_420, largest, before.row_counts[largest], other
+    yield plan_path, largest, before.row_counts[largest], other
 
 
 def _apply(plan_path: Path, tmp_path: Path, body: str) -> None:

@@ -31,7 +31,6 @@ from sandbox.distribution.config import StartupError, check_jdbc_drivers, check_
 from sandbox.distribution.console import Console
 from sandbox.distribution.identity_client import run_identity_migration
 from sandbox.distribution.prevalidation import run_pre_migration
-from sandbox.distribution.runtime import run_extra_sql
 from sandbox.distribution.registry import guard
 from sandbox.distribution.runtime import (
     HTTP_PORT_VARIABLE,
@@ -40,6 +39,7 @@ from sandbox.distribution.runtime import (
     FailurePlan,
     ServerExit,
     ShutdownRequested,
+    run_extra_sql,
 )
 from sandbox.errors import SandboxError
 
