@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect import Flow, State, get_run_logger
@@ -12,7 +14,7 @@ from prefect.flows import FlowStateHook
 from apim_upgrade.errors import GateFailed
 from apim_upgrade.phases import PREPARE_DATABASES
 from apim_upgrade.plan import Plan
-from apim_upgrade.postgres import copies
+from apim_upgrade.postgres import copies, history
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.proof.gates import build_pending_data_docs, run_gate
 from apim_upgrade.proof.steps import audited_step
@@ -84,6 +86,8 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
             pair.target,
             copies.marker(plan, pair.source, "verified", source_digest=source.digest()),
         )
+        # The verified copy's exact counts are the base of the first JVM phase's "before".
+        rec.details["checkpoint"] = str(copy_snapshot.save(verified_copy_path(plan, pair.target)))
     logger.info(
         "gate %s passed on '%s' (%d expectations); Data Docs: %s",
         result.name,
@@ -92,6 +96,18 @@ def validate_copy(plan: Plan, role: str, source: Snapshot) -> list[dict[str, obj
         result.docs_index,
     )
     return rows
+
+
+def verified_copy_path(plan: Plan, target: str) -> Path:
+    return plan.work_dir / "checkpoints" / f"verified-{target}.json"
+
+
+def incremental_base(plan: Plan, target: str) -> Snapshot | None:
+    """The newest snapshot of ``target`` known (stored checkpoints, the verified copy's counts):
+    what the next snapshot of it proves unchanged tables against instead of counting them."""
+    path = verified_copy_path(plan, target)
+    verified = Snapshot.load(path) if path.is_file() else None
+    return history.latest(plan.server(), plan.databases.apim.target, target, verified)
 
 
 def survival_details(kept: Survival, after: Snapshot) -> dict[str, list[str]]:
@@ -159,6 +175,7 @@ def validate_migration(
     summaries = []
     source_dbscripts = plan.schema_upgrade.source_dbscripts if plan.schema_upgrade is not None else None
     accepted = accepted_customisations(plan)
+    afters: dict[str, Snapshot] = {}
     with audited_step(plan, phase, "validate_migration", {"component": component}) as rec:
         failures: list[str] = []
         docs = None
@@ -168,7 +185,7 @@ def validate_migration(
             required = [f"{t}.{c}" for t, tdef in reference.tables.items() if include(t) for c in tdef.columns]
             source_ref = reference_catalog(server, ddl_file(source_dbscripts, role)) if source_dbscripts else None
             kept = survival(before[role], source_ddl=source_ref, target_ddl=reference, accepted=accepted)
-            after = take_snapshot(server, pair.target, pair.db_schema)
+            after = take_snapshot(server, pair.target, pair.db_schema, base=before[role])
             spec = build_change_gate(
                 f"{phase}-{role}",
                 pair.target,
@@ -181,7 +198,7 @@ def validate_migration(
             result = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-validate_migration")
             docs = result.docs_index
             rec.gates.append(result.summary())
-            rec.details[role] = survival_details(kept, after)
+            rec.details[role] = {**survival_details(kept, after), **after.counting_record()}
             declared = EXPECTED_COUNT_CHANGES.get(component, {}).get(role, set())
             summaries += comparison_rows(
                 before[role],
@@ -190,7 +207,10 @@ def validate_migration(
                 expected={t: COUNT_CHANGE_REASONS.get(t, f"declared for the {component} migration") for t in declared},
             )
             failures += [f"{pair.target}: {f}" for f in result.failures] + kept.failures(after, pair.target)
+            afters[role] = after
         changed = [r for r in summaries if r["status"] != "ok"]
+        if not failures:
+            _store_afters(plan, phase, afters)
         create_table_artifact(
             key=f"{phase}-row-counts",
             table=changed or [{"table": "(no changes)"}],
@@ -206,11 +226,12 @@ def validate_unchanged(plan: Plan, phase: str, before: dict[str, Snapshot]) -> N
     """A read-only step (pre-migration validation) must leave every table's row count as it was,
     and every object (table, column, index, constraint, sequence) where it was."""
     server = plan.server()
+    afters: dict[str, Snapshot] = {}
     with audited_step(plan, phase, "validate_unchanged") as rec:
         failures: list[str] = []
         docs = None
         for role, pair in plan.databases.roles().items():
-            after = take_snapshot(server, pair.target, pair.db_schema)
+            after = afters[role] = take_snapshot(server, pair.target, pair.db_schema, base=before[role])
             kept = survival(before[role])  # a read-only step removes nothing, accepted or not
             spec = build_change_gate(
                 f"{phase}-{role}", pair.target, before[role], after, must_survive=[o.label() for o in kept.required()]
@@ -218,9 +239,20 @@ def validate_unchanged(plan: Plan, phase: str, before: dict[str, Snapshot]) -> N
             result = run_gate(plan.work_dir / "gx", server, spec, f"{phase}-validate_unchanged")
             docs = result.docs_index
             rec.gates.append(result.summary())
-            rec.details[role] = survival_details(kept, after)
+            rec.details[role] = {**survival_details(kept, after), **after.counting_record()}
             failures += [f"{pair.target}: {f}" for f in result.failures] + kept.failures(after, pair.target)
             if after.catalog_digest() != before[role].catalog_digest():
                 failures.append(f"{pair.target}: the schema changed during a read-only step")
         if failures:
             raise GateFailed(phase, failures, docs)
+        _store_afters(plan, phase, afters)
+
+
+def _store_afters(plan: Plan, phase: str, afters: dict[str, Snapshot]) -> None:
+    """A passed gate's "after" is the base of the next step's "before" (stored: survives a crash)."""
+    for role, after in afters.items():
+        history.checkpoint(plan.server(), plan.databases.apim.target, phase, f"after-{role}", _const(after))
+
+
+def _const(snapshot: Snapshot) -> Callable[[], Snapshot]:
+    return lambda: snapshot

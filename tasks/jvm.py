@@ -19,6 +19,7 @@ from apim_upgrade.wso2 import distribution
 from apim_upgrade.wso2.findings import Finding, FindingCollector, parse_line, write_csv
 from apim_upgrade.wso2.jvm import JvmRun, run_api_manager, stop_leftover_server
 from tasks.environment import find_home, jvm_secrets
+from tasks.gates import incremental_base
 from tasks.retry import retryable_task
 
 IDENTITY_ARGS = ("-Dmigrate", "-Dcomponent=identity")
@@ -84,10 +85,13 @@ def snapshot_targets(plan: Plan, phase: str) -> dict[str, Snapshot]:
                 apim_target,
                 phase,
                 f"before-{role}",
-                lambda pair=pair: take_snapshot(server, pair.target, pair.db_schema),  # type: ignore[misc]
+                lambda pair=pair: take_snapshot(  # type: ignore[misc]
+                    server, pair.target, pair.db_schema, base=incremental_base(plan, pair.target)
+                ),
             )
             for role, pair in plan.databases.roles().items()
         }
+        rec.details.update({f"{r}_counting": s.counting_record() for r, s in snaps.items()})
         rec.details.update({f"{r}_rows": s.total_rows for r, s in snaps.items()})
         rec.details.update({f"{r}_digest": s.digest() for r, s in snaps.items()})
         rec.details.update({f"{r}_taken_at": s.taken_at.isoformat() for r, s in snaps.items()})

@@ -24,7 +24,7 @@ from apim_upgrade.proof.steps import audited_step, current_flow_run_id
 from apim_upgrade.proof.survival import accepted_customisations, survival
 from apim_upgrade.wso2.distribution import ddl_file
 from expectations.migration_gate import build_change_gate
-from tasks.gates import comparison_rows, survival_details
+from tasks.gates import comparison_rows, incremental_base, survival_details
 from tasks.retry import retryable_task
 
 PHASE = SCHEMA_UPGRADE.name
@@ -80,7 +80,11 @@ def snapshot_target(plan: Plan, label: str) -> Snapshot:
     server = plan.server()
     with audited_step(plan, PHASE, "snapshot_target", {"checkpoint": label}) as rec:
         snap = history.checkpoint(
-            server, pair.target, PHASE, label, lambda: take_snapshot(server, pair.target, pair.db_schema)
+            server,
+            pair.target,
+            PHASE,
+            label,
+            lambda: take_snapshot(server, pair.target, pair.db_schema, base=incremental_base(plan, pair.target)),
         )
         rec.details.update(
             checkpoint=label,
@@ -89,6 +93,7 @@ def snapshot_target(plan: Plan, label: str) -> Snapshot:
             total_rows=snap.total_rows,
             digest=snap.digest(),
             taken_at=snap.taken_at.isoformat(),
+            **snap.counting_record(),
         )
     return snap
 
@@ -146,11 +151,20 @@ def apply_sql_script(plan: Plan, script: Script, rank: int) -> schema_runner.App
             flow_run_id=current_flow_run_id(),
             on_statement=on_statement,
             run_as=plan.databases.apim.owner,
+            schema=plan.databases.apim.db_schema,
+            effects_step=(PHASE, _effects_step(script)),
         )
         rec.details["duration_ms"] = applied.duration_ms
+        done = history.completed(plan.server(), target, PHASE, _effects_step(script))
+        if done is not None:
+            rec.details["effects"] = done[1]
     update_progress_artifact(progress, 100.0)
     logger.info("%s applied: %d statements in %.1f s", script.name, total, applied.duration_ms / 1000)
     return applied
+
+
+def _effects_step(script: Script) -> str:
+    return f"effects-{script.to_version}"
 
 
 @retryable_task("validate_script")
@@ -179,7 +193,18 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
             required = [f"{t}.{c}" for t, tdef in ref.tables.items() for c in tdef.columns]
         from_ref = reference_catalog(server, ddl_file(from_dbscripts, "apim")) if from_dbscripts else None
         kept = survival(before, source_ddl=from_ref, target_ddl=ref, accepted=accepted_customisations(plan))
-        after = take_snapshot(server, pair.target, pair.db_schema)
+        # What the script's own transaction recorded it changed (absent if it was applied by an
+        # earlier version of this tool): counted whatever the counters say.
+        done = history.completed(server, pair.target, PHASE, _effects_step(script))
+        effects = schema_runner.ScriptEffects.from_record(done[1]) if done is not None else None
+        after = take_snapshot(
+            server,
+            pair.target,
+            pair.db_schema,
+            base=before,
+            must_count=effects.must_count(before.tables) if effects is not None else (),
+        )
+        rec.details.update(after.counting_record(), effects=effects.record() if effects is not None else None)
         spec = build_change_gate(
             f"after-{script.to_version}",
             pair.target,

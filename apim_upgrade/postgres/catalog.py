@@ -4,12 +4,22 @@ Everything is read in one REPEATABLE READ, READ ONLY transaction, so the
 counts of all tables belong to the same instant (no per-table estimates).
 A snapshot also names every object it saw (``SchemaObject``: tables, columns,
 indexes, constraints, sequences), which is what the "nothing vanished" check compares.
+
+Incremental snapshots (``take_snapshot(..., base=previous)``) keep the counts exact while
+counting only what may have changed: a table whose storage (relfilenode) and cumulative
+insert/delete counters are those of ``base``, in the same statistics epoch (same database
+oid, same server start, no statistics reset, counters tracked) and with no other session
+left that could hold unflushed counters, cannot have changed its row count; its count is
+carried from ``base``. Every other table is counted. The snapshot records which tables it
+counted, which it carried and why (``counted``, ``proven``, ``count_reasons``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +95,27 @@ class Constraint(BaseModel):
     definition: str  # pg_get_constraintdef: "PRIMARY KEY (api_id)", "FOREIGN KEY (...) REFERENCES ..."
 
 
+class TableFacts(BaseModel):
+    """What moves when a table's rows can have changed: its storage file and its cumulative
+    insert/delete counters (``pg_stat_user_tables``). ``filenode`` None: no storage (partitioned)."""
+
+    model_config = ConfigDict(frozen=True)
+    filenode: int | None
+    ins: int
+    dels: int
+
+
+class StatsEpoch(BaseModel):
+    """Counters are comparable only within one epoch: same database (a rebuilt copy has a new oid),
+    same server start (counters restart), no reset (``stats_reset``), counters tracked."""
+
+    model_config = ConfigDict(frozen=True)
+    database_oid: int
+    server_started: datetime
+    stats_reset: datetime | None
+    track_counts: bool
+
+
 class Snapshot(BaseModel):
     """Row counts and catalogue of one schema, taken at one instant."""
 
@@ -97,6 +128,24 @@ class Snapshot(BaseModel):
     # Older snapshots (stored checkpoints) lack these two: read as "none seen".
     constraints: list[Constraint] = []
     sequences: list[str] = []
+    # Incremental gates (absent in older checkpoints: then nothing can be proven from them).
+    facts: dict[str, TableFacts] = {}
+    epoch: StatsEpoch | None = None
+    counted: list[str] | None = None  # tables counted by this snapshot; None: all of them
+    proven: dict[str, str] = {}  # table -> how its count was proven equal to the base's
+    count_reasons: dict[str, str] = {}  # table -> why it had to be counted
+    base_digest: str | None = None  # digest of the snapshot the proven counts were carried from
+
+    def counting_record(self) -> dict[str, object]:
+        """What a gate's audit record says about this snapshot's counts."""
+        counted = self.tables if self.counted is None else self.counted
+        return {
+            "counted_tables": counted,
+            "counted_rows": sum(self.row_counts.get(t, 0) for t in counted),
+            "count_reasons": self.count_reasons,
+            "proven_unchanged": self.proven,
+            "base_digest": self.base_digest,
+        }
 
     def objects(self) -> set[SchemaObject]:
         """Every table, column, index, constraint and sequence the snapshot saw."""
@@ -146,13 +195,136 @@ class Snapshot(BaseModel):
         return cls.model_validate_json(path.read_text())
 
 
-def take_snapshot(server: db.PgServer, dbname: str, schema: str = "public") -> Snapshot:
-    """Read catalogue and exact counts of ``schema`` in one consistent snapshot."""
+# How long an incremental snapshot waits for other sessions on the database to end (their
+# counters are flushed when they end), and the grace after the last one went: a backend leaves
+# pg_stat_activity just before its exit flush, so the flush is given this long to land.
+SETTLE_SECONDS = 10.0
+EXIT_GRACE_SECONDS = 0.5
+
+
+def take_snapshot(
+    server: db.PgServer,
+    dbname: str,
+    schema: str = "public",
+    *,
+    base: Snapshot | None = None,
+    must_count: Iterable[str] = (),
+) -> Snapshot:
+    """Read catalogue and exact counts of ``schema`` in one consistent snapshot.
+
+    With ``base`` (an earlier snapshot of the same database): count only the tables that cannot
+    be proven unchanged since ``base`` (see the module docstring) and those in ``must_count``;
+    carry the others' counts from ``base``. The facts are read *before* the counting snapshot,
+    so a change landing in between is either counted now or seen by the next gate.
+    """
+    facts: dict[str, TableFacts] = {}
+    epoch: StatsEpoch | None = None
+    unsettled = ""
+    with db.session(server, dbname, read_only=True, activity="reading table facts") as conn:
+        if base is not None:
+            unsettled = _settle(conn)
+        epoch, facts = read_facts(conn, schema)
+        conn.commit()
     with db.snapshot_transaction(server, dbname) as conn:
-        return read_snapshot(conn, dbname, schema)
+        snap = read_snapshot(
+            conn, dbname, schema, base=base, facts=facts, epoch=epoch, must_count=must_count, unsettled=unsettled
+        )
+    return snap
 
 
-def read_snapshot(conn: db.Connection, dbname: str, schema: str = "public") -> Snapshot:
+def read_facts(conn: db.Connection, schema: str) -> tuple[StatsEpoch, dict[str, TableFacts]]:
+    """The statistics epoch and every table's storage and cumulative counters (no row is read)."""
+    row = db.fetch_one(conn, queries.STATS_EPOCH)
+    assert row is not None
+    epoch = StatsEpoch(database_oid=row[0], server_started=row[1], stats_reset=row[2], track_counts=row[3])
+    facts = {
+        str(t): TableFacts(filenode=f, ins=int(i), dels=int(d))
+        for t, f, i, d in db.fetch_all(conn, queries.TABLE_FACTS, (schema,))
+    }
+    return epoch, facts
+
+
+def _settle(conn: db.Connection) -> str:
+    """Wait for other sessions on the database to end (their counters may not be flushed yet).
+
+    "" when none is left (after a short grace for the last one's exit flush); otherwise who
+    is still there: then nothing is proven from counters and every table is counted.
+    """
+    deadline = time.monotonic() + SETTLE_SECONDS
+    waited = False
+    while True:
+        others = db.fetch_all(conn, queries.UNSETTLED_SESSIONS, (queries.ADVISORY_NAMESPACE,))
+        conn.commit()
+        if not others:
+            break
+        if time.monotonic() >= deadline:
+            return "; ".join(f"pid {pid} '{app}' ({state})" for pid, app, state in others)
+        waited = True
+        time.sleep(0.1)
+    if waited:
+        time.sleep(EXIT_GRACE_SECONDS)
+    return ""
+
+
+def plan_counts(
+    base: Snapshot | None,
+    tables: list[str],
+    facts: dict[str, TableFacts],
+    epoch: StatsEpoch | None,
+    must_count: Iterable[str] = (),
+    unsettled: str = "",
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(tables to count -> why, tables proven unchanged -> how). Pure: the whole decision."""
+    if base is None:
+        return {t: "no earlier snapshot" for t in tables}, {}
+    everything = ""
+    if unsettled:
+        everything = f"other sessions still connected, their counters may be unflushed: {unsettled}"
+    elif epoch is None or base.epoch is None:
+        everything = "no statistics epoch recorded"
+    elif not epoch.track_counts or not base.epoch.track_counts:
+        everything = "track_counts is off: counters do not move"
+    elif epoch.database_oid != base.epoch.database_oid:
+        everything = "a different database (rebuilt copy)"
+    elif epoch.server_started != base.epoch.server_started:
+        everything = "the server restarted since (counters may be lost)"
+    elif epoch.stats_reset != base.epoch.stats_reset:
+        everything = "statistics were reset since"
+    if everything:
+        return {t: everything for t in tables}, {}
+    forced = set(must_count)
+    count: dict[str, str] = {}
+    proven: dict[str, str] = {}
+    for t in tables:
+        now, then = facts.get(t), base.facts.get(t)
+        if t in forced:
+            count[t] = "named by the step"
+        elif t not in base.row_counts or then is None:
+            count[t] = "not in the earlier snapshot"
+        elif now is None:
+            count[t] = "no facts read"
+        elif now.filenode is None:
+            count[t] = "no storage of its own (partitioned)"
+        elif now.filenode != then.filenode:
+            count[t] = f"storage rewritten (relfilenode {then.filenode} -> {now.filenode})"
+        elif (now.ins, now.dels) != (then.ins, then.dels):
+            count[t] = f"rows inserted {now.ins - then.ins}, deleted {now.dels - then.dels}"
+        else:
+            proven[t] = f"relfilenode {now.filenode}, inserts {now.ins}, deletes {now.dels} unchanged, same epoch"
+    return count, proven
+
+
+def read_snapshot(
+    conn: db.Connection,
+    dbname: str,
+    schema: str = "public",
+    *,
+    base: Snapshot | None = None,
+    facts: dict[str, TableFacts] | None = None,
+    epoch: StatsEpoch | None = None,
+    must_count: Iterable[str] = (),
+    unsettled: str = "",
+) -> Snapshot:
     """Catalogue and exact counts of ``schema`` as the open REPEATABLE READ transaction on ``conn`` sees them.
 
     The snapshot copy calls this in the transaction whose snapshot it exported to pg_dump, so the
@@ -160,10 +332,15 @@ def read_snapshot(conn: db.Connection, dbname: str, schema: str = "public") -> S
     """
     taken_at = datetime.now(UTC)
     tables = [r[0] for r in db.fetch_all(conn, queries.TABLES, (schema,))]
+    count, proven = plan_counts(base, tables, facts or {}, epoch, must_count, unsettled)
     counts: dict[str, int] = {}
-    if tables:
-        rows = db.fetch_all(conn, queries.count_rows_union(schema, tables))
+    to_count = [t for t in tables if t in count]
+    if to_count:
+        rows = db.fetch_all(conn, queries.count_rows_union(schema, to_count))
         counts = {str(t): int(n) for t, n in rows}
+    if base is not None:
+        counts.update({t: base.row_counts[t] for t in proven})
+    counts = dict(sorted(counts.items()))
     columns: dict[str, list[Column]] = {t: [] for t in tables}
     for table, name, dtype, size, nullable, default in db.fetch_all(conn, queries.COLUMNS, (schema,)):
         if table in columns:  # views are not tables
@@ -182,4 +359,10 @@ def read_snapshot(conn: db.Connection, dbname: str, schema: str = "public") -> S
         indexes=indexes,
         constraints=constraints,
         sequences=sequences,
+        facts=facts or {},
+        epoch=epoch,
+        counted=None if base is None else to_count,
+        proven=proven,
+        count_reasons=count if base is not None else {},
+        base_digest=base.digest() if base is not None else None,
     )

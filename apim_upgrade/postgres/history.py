@@ -55,6 +55,20 @@ def checkpoint(server: db.PgServer, dbname: str, phase: str, label: str, take: C
     return snap
 
 
+def latest(server: db.PgServer, dbname: str, database: str, *extra: Snapshot | None) -> Snapshot | None:
+    """The newest snapshot of ``database`` among the checkpoints stored in ``dbname`` and ``extra``.
+
+    Only the base of an incremental snapshot: which one it is changes what is counted, never
+    what is proven (a stale or foreign base proves nothing: its facts or epoch differ)."""
+    found = [s for s in extra if s is not None and s.database == database]
+    with db.session(server, dbname, read_only=True) as conn:
+        if bookkeeping.present(conn).has("checkpoints"):
+            row = db.fetch_one(conn, queries.latest_checkpoint_of(), (database,))
+            if row is not None:
+                found.append(Snapshot.model_validate_json(str(row[0])))
+    return max(found, key=lambda s: s.taken_at, default=None)
+
+
 def forget(server: db.PgServer, dbname: str, phase: str, step: str) -> None:
     """Undo mark_done (a rollback returns the estate to before the phase)."""
     with db.session(server, dbname) as conn:

@@ -183,6 +183,51 @@ def count_rows_union(schema: str, tables: Sequence[str]) -> sql.Composed:
     return sql.SQL(" UNION ALL ").join(parts)
 
 
+# --- cheap per-table facts (incremental gates) -------------------------------------
+# What proves a table's row count unchanged between two checkpoints without reading it:
+# its storage (relfilenode: TRUNCATE, VACUUM FULL, a rewriting ALTER change it) and its
+# cumulative insert/delete counters; valid only within one statistics epoch (same
+# database, same server start, no statistics reset, counters tracked).
+
+TABLE_FACTS = """
+SELECT c.relname, pg_relation_filenode(c.oid), coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_del, 0)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY c.relname
+"""
+
+# This transaction's own inserts and deletes per table (exact, no flush delay: its own pending
+# counters), read by the script runner just before COMMIT.
+XACT_TABLE_FACTS = """
+SELECT c.relname, pg_relation_filenode(c.oid), coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_del, 0)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_xact_user_tables s ON s.relid = c.oid
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY c.relname
+"""
+
+STATS_EPOCH = """
+SELECT d.oid::bigint, pg_postmaster_start_time(), s.stats_reset, current_setting('track_counts') = 'on'
+FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid
+WHERE d.datname = current_database()
+"""
+
+# Make this session's pending counters visible to others when its transaction ends.
+FORCE_STATS_FLUSH = "SELECT pg_stat_force_next_flush()"
+
+# Other client sessions on this database that could hold unflushed counters; this tool's own
+# lock holders (they hold an advisory lock of our namespace and write no table) are left out.
+UNSETTLED_SESSIONS = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), '(no application name)'), a.state
+FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+  AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'
+                  AND l.classid = %s::bigint::oid AND l.granted)
+ORDER BY a.pid
+"""
+
+
 def row_count_comparison(expected: dict[str, int], actual: dict[str, int]) -> sql.Composed:
     """Expected and actual counts side by side, one row per table (NULL: absent on that side).
 
@@ -476,6 +521,14 @@ def select_checkpoint() -> sql.Composed:
     return sql.SQL("SELECT snapshot::text FROM {}.checkpoints WHERE phase = %s AND label = %s").format(
         sql.Identifier(HISTORY_SCHEMA)
     )
+
+
+def latest_checkpoint_of() -> sql.Composed:
+    """The newest stored snapshot of one database (the base of the next incremental snapshot)."""
+    return sql.SQL(
+        "SELECT snapshot::text FROM {}.checkpoints WHERE snapshot->>'database' = %s "
+        "ORDER BY (snapshot->>'taken_at')::timestamptz DESC LIMIT 1"
+    ).format(sql.Identifier(HISTORY_SCHEMA))
 
 
 def delete_completed_step() -> sql.Composed:

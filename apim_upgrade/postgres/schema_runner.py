@@ -13,10 +13,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apim_upgrade.errors import ApimUpgradeError, DatabaseUnavailable
 from apim_upgrade.postgres import bookkeeping, db, queries
@@ -44,6 +45,62 @@ class UpgradeLocked(ApimUpgradeError):
     """Another run holds the upgrade lock on this database."""
 
     exit_code = 9
+
+
+@dataclass
+class ScriptEffects:
+    """What a script's own transaction did to row counts, read inside it just before COMMIT.
+
+    ``pg_stat_xact_user_tables`` holds this transaction's own inserts and deletes per table
+    (exact: its pending counters, no flush delay); a changed relfilenode is a TRUNCATE or a
+    rewrite. The tables named here are counted by the script's gate whatever the cumulative
+    counters say; every other table is proven unchanged by them (``catalog.plan_counts``).
+    """
+
+    touched: dict[str, list[int]] = field(default_factory=dict)  # table -> [inserted, deleted]
+    rewritten: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    named: list[str] = field(default_factory=list)  # INSERT/DELETE/TRUNCATE targets of the script
+    count_all: str = ""  # why every table must be counted ("" = it need not)
+
+    def must_count(self, tables: list[str]) -> set[str]:
+        if self.count_all:
+            return set(tables)
+        return set(self.touched) | set(self.rewritten) | set(self.created) | set(self.named)
+
+    def record(self) -> dict[str, object]:
+        return {
+            "touched": self.touched,
+            "rewritten": self.rewritten,
+            "created": self.created,
+            "named": self.named,
+            "count_all": self.count_all,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, object]) -> ScriptEffects:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+def _filenodes(conn: db.AnyConnection, schema: str, query: str) -> dict[str, tuple[int | None, int, int]]:
+    return {str(t): (f, int(i), int(d)) for t, f, i, d in db.fetch_all(conn, query, (schema,))}
+
+
+def _effects(
+    conn: db.AnyConnection, schema: str, script: Script, start: dict[str, tuple[int | None, int, int]]
+) -> ScriptEffects:
+    now = _filenodes(conn, schema, queries.XACT_TABLE_FACTS)
+    out = ScriptEffects(named=sorted(script.count_targets()))
+    for table, (filenode, ins, dels) in now.items():
+        if table not in start:
+            out.created.append(table)
+        elif filenode is None or filenode != start[table][0]:
+            out.rewritten.append(table)
+        if ins or dels:
+            out.touched[table] = [ins, dels]
+    if any("track_counts" in st.text.lower() for st in script.statements):
+        out.count_all = "the script mentions track_counts: its counters cannot be trusted"
+    return out
 
 
 @dataclass(frozen=True)
@@ -204,12 +261,19 @@ def apply_script(
     on_statement: Callable[[Statement], None] | None = None,
     run_as: str | None = None,
     recorder: db.Recorder | None = None,
+    schema: str = "public",
+    effects_step: tuple[str, str] | None = None,
 ) -> AppliedScript:
     """Run every statement of ``script`` and record it, all in one transaction.
 
     ``run_as``: the database owner; the script runs as that role (SET LOCAL ROLE) so the
     objects it creates belong to WSO2's user like the rest of the schema. ``recorder``: the
     dry run; every statement of this very code is recorded instead of sent.
+
+    ``effects_step`` (phase, step): where, in the same transaction, the script's
+    :class:`ScriptEffects` on ``schema`` are recorded (completed_steps evidence) for its gate.
+    Before COMMIT the session asks for its counters to be flushed at commit, so the cumulative
+    counters the gate reads next include the script. A dry run skips these reads.
     """
     started = time.monotonic()
     app = f"{SCRIPT_APPLICATION_NAME} {script.from_version}->{script.to_version}"
@@ -231,6 +295,9 @@ def apply_script(
             if done is not None:
                 # An earlier attempt lost its connection while committing, and the commit took effect.
                 return AppliedScript(*done)
+            start = (
+                _filenodes(conn, schema, queries.TABLE_FACTS) if effects_step is not None and recorder is None else {}
+            )
             if run_as is not None:
                 db.execute(conn, queries.set_local_role(run_as))
             for statement in script.statements:
@@ -241,6 +308,15 @@ def apply_script(
             current, stage = None, "recording its history row"
             if run_as is not None:
                 db.execute(conn, "RESET ROLE")  # the history table belongs to this tool, not to WSO2's user
+            if effects_step is not None and recorder is None:
+                stage = "reading what it changed"
+                effects = _effects(conn, schema, script, start)
+                db.execute(
+                    conn,
+                    queries.upsert_completed_step(),
+                    (*effects_step, flow_run_id, json.dumps(effects.record())),
+                )
+                db.fetch_one(conn, queries.FORCE_STATS_FLUSH)
             duration = int((time.monotonic() - started) * 1000)
             db.execute(
                 conn,

@@ -37,6 +37,10 @@ _TOUCHES = [
     re.compile(rf"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?\S+\s+ON\s+(?:ONLY\s+)?{_NAME}", re.I),
 ]
 
+# Verbs that can change a table's row count (an UPDATE or an ALTER cannot; a rewrite shows as
+# a new relfilenode): the incremental gate counts the tables they name whatever the counters say.
+_COUNT_VERBS = re.compile(r"^(INSERT|DELETE|TRUNCATE|MERGE|COPY)\b", re.I)
+
 
 class ScriptError(ApimUpgradeError):
     """A script cannot be read, is out of order or contains something the runner will not execute."""
@@ -63,6 +67,10 @@ class Statement:
                 return {name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()}
         return set()
 
+    def count_targets(self) -> set[str]:
+        """Tables this statement names as the target of a row-count-changing verb."""
+        return self.tables() if _COUNT_VERBS.match(self.text.lstrip()) else set()
+
 
 @dataclass(frozen=True)
 class Script:
@@ -79,6 +87,10 @@ class Script:
 
     def tables(self) -> set[str]:
         return set().union(*(s.tables() for s in self.statements)) if self.statements else set()
+
+    def count_targets(self) -> set[str]:
+        """Tables the script names as INSERT/DELETE/TRUNCATE targets (counted by its gate)."""
+        return set().union(*(s.count_targets() for s in self.statements)) if self.statements else set()
 
 
 def _strip_comments(text: str) -> str:

@@ -16,6 +16,12 @@ FAIL_STEP_VARIABLE = "APIM_STANDIN_FAIL_STEP"
 SPEED_VARIABLE = "APIM_STANDIN_SPEED"
 HTTP_PORT_VARIABLE = "APIM_STANDIN_HTTP_PORT"
 
+# Test-only: SQL the run executes on its API-M database (one transaction, its own connection)
+# at the end of the step named by APIM_STANDIN_EXTRA_SQL_STEP (every step when unset), so
+# gate tests can make a "JVM step" change data the way a migration client would.
+EXTRA_SQL_VARIABLE = "APIM_STANDIN_EXTRA_SQL"
+EXTRA_SQL_STEP_VARIABLE = "APIM_STANDIN_EXTRA_SQL_STEP"
+
 FAIL_MODES = ("exit-early", "hang", "errors", "mid-migration", "die-after-start")
 STEPS = ("identity", "api", "pre", "start")
 
@@ -89,3 +95,18 @@ class Context:
     @property
     def dbscripts(self) -> Path:
         return self.carbon_home / "dbscripts"
+
+
+def run_extra_sql(ctx: Context, step: str) -> None:
+    """Run APIM_STANDIN_EXTRA_SQL on the API-M database if it applies to ``step`` (tests only)."""
+    import os
+
+    from apim_upgrade.postgres import db
+
+    text = os.environ.get(EXTRA_SQL_VARIABLE)
+    wanted = os.environ.get(EXTRA_SQL_STEP_VARIABLE)
+    source = ctx.config.apim_db
+    if not text or (wanted and wanted != step) or source.server is None or source.dbname is None:
+        return
+    with db.session(source.server, source.dbname) as conn:
+        db.execute_script(conn, text)

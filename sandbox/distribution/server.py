@@ -39,6 +39,7 @@ from sandbox.distribution.runtime import (
     FailurePlan,
     ServerExit,
     ShutdownRequested,
+    run_extra_sql,
 )
 from sandbox.errors import SandboxError
 
@@ -124,6 +125,7 @@ def _run(carbon_home: Path, properties: dict[str, str], console: Console) -> int
         run_pre_migration(ctx)
     elif api_client:
         run_api_migration(ctx)
+    run_extra_sql(ctx, kind)
     if kind == "start" and failure.at("start", "errors"):
         console.error("CarbonServerManager", "Error while initializing the registry indexer: Lock obtain timed out")
     console.info("StartupFinalizerServiceComponent", f"Server           :  {PRODUCT}-{version}")
