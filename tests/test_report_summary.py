@@ -124,7 +124,7 @@ def test_every_recorded_value_is_escaped(tmp_path: Path) -> None:
 def test_publish_report_leaves_the_summary_on_the_run(tmp_path: Path) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from tasks.report import publish_report
 
@@ -137,11 +137,18 @@ def test_publish_report_leaves_the_summary_on_the_run(tmp_path: Path) -> None:
     def parent() -> str:
         return publish_report(plan)
 
-    path = parent()
+    state = parent(return_state=True)
+    path = state.result()
+    run_id = state.state_details.flow_run_id
 
     async def read(key: str) -> list[object]:
+        # This run's artifacts only: other tests on this worker publish the same keys.
         async with get_client() as client:
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])
+                )
+            )
         return [a.data for a in arts]
 
     summaries = asyncio.run(read("upgrade-summary"))
