@@ -113,3 +113,22 @@ def hide_known_tracebacks() -> None:
         logger = logging.getLogger(name)
         if not any(type(f).__name__ == "_KnownErrorFilter" for f in logger.filters):
             logger.addFilter(_KnownErrorFilter())
+
+
+class WindowFailed(ApimUpgradeError):
+    """A failure inside the cutover window: the original message, then how to get back (one line).
+
+    Keeps the exit code of the failure it wraps, so the same failure gives the same code.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @classmethod
+    def wrapping(cls, exc: ApimUpgradeError, how_back: str) -> WindowFailed:
+        first = str(exc).strip().replace("\n", " ")
+        return cls(f"{first} — {how_back}", exc.exit_code)
+
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:
+        return (type(self), (str(self), self.exit_code))

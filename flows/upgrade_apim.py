@@ -7,8 +7,10 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from apim_upgrade import phases as registry
+from apim_upgrade import window
+from apim_upgrade.errors import ApimUpgradeError, WindowFailed
 from apim_upgrade.estate_lock import estate_lock
-from apim_upgrade.plan import load_plan
+from apim_upgrade.plan import Plan, load_plan
 from apim_upgrade.preflight import check_phase_inputs
 from flows.phases import run_phase
 from tasks.jvm import check_phase_done
@@ -30,10 +32,16 @@ def upgrade_apim(
     Every phase resumes by itself (it skips what its history says is done on the current
     copy), so rerunning after a failure or crash continues at the first incomplete step.
     ``resume=False`` (rehearsals only) starts from fresh copies.
+
+    A cutover runs what needs no frozen data first, then the window (approval, 4.0.0 stopped,
+    sources fenced, its sessions gone), then the copies, migrations and the switch; a failure
+    inside the window says how to get back. A rehearsal copies online, in registry order.
     """
     logger = get_run_logger()
     estate = load_plan(plan)
     phases = registry.select(from_phase, until_phase)
+    if mode == "cutover":
+        phases = registry.cutover_order(phases)
     # Packs, keystores, scripts and secrets of the phases the plan can run: before anything is written.
     check_phase_inputs(estate, phases)
     # One run per estate at a time, whatever the mode: a second one is refused, naming the first.
@@ -43,6 +51,9 @@ def upgrade_apim(
         try:
             for name in phases:
                 lock.ensure()  # a server restart during the previous phase released it
+                if name == registry.WINDOW.name and mode != "cutover":
+                    results[name] = "skipped (a rehearsal copies online: 4.0.0 keeps serving)"
+                    continue
                 section = registry.missing_section(the_plan, name)
                 if section is not None:
                     logger.warning("phase %s skipped: the %s plan has no [%s] section", name, mode, section)
@@ -51,7 +62,10 @@ def upgrade_apim(
                 if registry.get(name).records_completion and check_phase_done(the_plan, name):
                     results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
                     continue
-                results[name] = str(run_phase(name, the_plan))
+                results[name] = _run_in_window(name, the_plan) if mode == "cutover" else str(run_phase(name, the_plan))
+                if name == registry.WINDOW.name and results[name].startswith("rejected"):
+                    logger.warning("cutover %s: nothing stopped, nothing copied", results[name])
+                    break
             if mode == "rehearsal" and not keep_copies and phases[-1] == registry.NAMES[-1]:
                 # Nothing of the rehearsal's may keep serving from copies about to be dropped.
                 results["rehearsal-nodes"] = "stopped " + (", ".join(stop_rehearsal_nodes(the_plan)) or "none")
@@ -62,3 +76,15 @@ def upgrade_apim(
             raise
         results["report"] = publish_report(the_plan)
     return results
+
+
+def _run_in_window(name: str, plan: Plan) -> str:
+    """Run a phase; inside an open window a failure ends with how to get back."""
+    try:
+        return str(run_phase(name, plan))
+    except WindowFailed:
+        raise
+    except ApimUpgradeError as exc:
+        if window.read_state(plan) is None:  # not open yet (or rejected): nothing was stopped
+            raise
+        raise WindowFailed.wrapping(exc, window.rollback_hint(plan)) from exc
