@@ -7,12 +7,10 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from apim_upgrade import phases as registry
-from apim_upgrade import window
-from apim_upgrade.errors import ApimUpgradeError, WindowFailed
 from apim_upgrade.estate_lock import estate_lock
-from apim_upgrade.plan import Plan, load_plan
+from apim_upgrade.plan import load_plan
 from apim_upgrade.preflight import check_phase_inputs
-from flows.phases import run_phase
+from flows.phases import run_phase, run_phase_in_window
 from tasks.jvm import check_phase_done
 from tasks.rehearsal import drop_rehearsal_copies, prepare_rehearsal_plan, stop_rehearsal_nodes
 from tasks.report import publish_report, report_after_failure
@@ -62,7 +60,9 @@ def upgrade_apim(
                 if registry.get(name).records_completion and check_phase_done(the_plan, name):
                     results[name] = "skipped (already done on this copy)"  # no subflow: resumes start fast
                     continue
-                results[name] = _run_in_window(name, the_plan) if mode == "cutover" else str(run_phase(name, the_plan))
+                results[name] = (
+                    str(run_phase_in_window(name, the_plan)) if mode == "cutover" else str(run_phase(name, the_plan))
+                )
                 if name == registry.WINDOW.name and results[name].startswith("rejected"):
                     logger.warning("cutover %s: nothing stopped, nothing copied", results[name])
                     break
@@ -76,15 +76,3 @@ def upgrade_apim(
             raise
         results["report"] = publish_report(the_plan)
     return results
-
-
-def _run_in_window(name: str, plan: Plan) -> str:
-    """Run a phase; inside an open window a failure ends with how to get back."""
-    try:
-        return str(run_phase(name, plan))
-    except WindowFailed:
-        raise
-    except ApimUpgradeError as exc:
-        if window.read_state(plan) is None:  # not open yet (or rejected): nothing was stopped
-            raise
-        raise WindowFailed.wrapping(exc, window.rollback_hint(plan)) from exc

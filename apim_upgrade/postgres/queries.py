@@ -69,6 +69,7 @@ def fence_database(name: str) -> sql.Composed:
 def lift_database_fence(name: str) -> sql.Composed:
     return sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(sql.Identifier(name))
 
+
 # --- database copies ---------------------------------------------------------
 
 
