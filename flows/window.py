@@ -25,7 +25,7 @@ def window(plan_path: str) -> str:
     if state is None:
         forecast = forecast_window(plan)
         states = check_nodes(plan, "before the approval")
-        decision = decide_cutover(plan, [], states, forecast.markdown())
+        decision = decide_cutover(plan, [], states, forecast.markdown(), phase=PHASE)
         if not decision.approve:
             return f"rejected by {decision.decided_by}: {decision.reason or 'no reason given'}"
         check_nodes(plan, "before stopping 4.0.0")  # the estate may have changed while the approval waited

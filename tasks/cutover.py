@@ -175,6 +175,7 @@ def decide_cutover(
     drift: list[dict[str, object]],
     states: list[dict[str, Any]] | None = None,
     forecast: list[str] | None = None,
+    phase: str = PHASE,
 ) -> CutoverDecision:
     """The human approval gate (runs in the flow: pausing is a flow-level act).
 
@@ -184,7 +185,7 @@ def decide_cutover(
     section = plan.section("cutover")
     plan_text = _what_happens(plan, drift, states or [], forecast)
     create_markdown_artifact(key="cutover-plan", markdown=plan_text, description="What the cutover will do")
-    with audited_step(plan, PHASE, "approval", {"unattended": section.unattended}) as rec:
+    with audited_step(plan, phase, "approval", {"unattended": section.unattended}) as rec:
         if section.unattended:
             decision = CutoverDecision(
                 approve=True, decided_by="unattended (cutover.unattended = true)", reason="rehearsal"

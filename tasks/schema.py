@@ -323,3 +323,11 @@ def check_conformance(
         for line in failures:
             get_run_logger().warning("%s", line)
     return rows
+
+
+@retryable_task("check_schema_upgraded")
+def check_schema_upgraded(plan: Plan) -> bool:
+    """True when the schema upgrade completed on this copy (its check before 4.4.0's start ran)."""
+    if plan.schema_upgrade is None:
+        return False
+    return history.completed(plan.server(), plan.databases.apim.target, PHASE, "done") is not None
