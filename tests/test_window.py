@@ -226,3 +226,20 @@ def test_the_window_is_forecast_from_the_latest_rehearsal(make_sandbox: Callable
     assert by_phase["cutover"]["forecast_s"] == 6.0  # a node start does not grow with data
     assert forecast.total_seconds == 36.0
     assert any("Expected window: **36.0 s**" in line for line in forecast.markdown())
+
+
+def test_a_rerun_inside_the_window_continues_inside_it(estate: Path, pg: db.PgServer) -> None:
+    """Stopped after the copies (a crash inside the window): the rerun asks nothing again and finishes."""
+    plan = load_plan(estate)
+    upgrade_apim(plan=str(estate), mode="cutover", until_phase="prepare-databases")
+    opened = window.read_state(plan)
+    assert opened is not None and opened.stopped_400_at is not None
+
+    results = upgrade_apim(plan=str(estate), mode="cutover")
+    assert results["cutover"].startswith("cut over"), results
+    records = audit.read_records(plan.audit_path)
+    assert len([r for r in records if r.step == "approval"]) == 1  # one approval for one window
+    copies = [r for r in records if r.step == "copy_database"]
+    assert copies and all(r.outcome == "skipped" for r in copies[-2:])  # the rerun kept the verified copies
+    state = window.read_state(plan)
+    assert state is not None and state.stopped_400_at == opened.stopped_400_at and state.closed_at is not None
