@@ -24,11 +24,11 @@ def window(plan_path: str) -> str:
     state = marker.read_state(plan)
     if state is None:
         forecast = forecast_window(plan)
-        states = check_nodes(plan, "before the approval")
+        states = check_nodes(plan, "before the approval", phase=PHASE)
         decision = decide_cutover(plan, [], states, forecast.markdown(), phase=PHASE)
         if not decision.approve:
             return f"rejected by {decision.decided_by}: {decision.reason or 'no reason given'}"
-        check_nodes(plan, "before stopping 4.0.0")  # the estate may have changed while the approval waited
+        check_nodes(plan, "before stopping 4.0.0", phase=PHASE)  # the estate may have changed while the approval waited
         state = open_window(plan, decision.decided_by)
     stop_control_plane(plan, "400", phase=PHASE)  # gateways keep serving
     state = mark_400_stopped(plan, state)

@@ -143,13 +143,13 @@ def _judge_nodes(plan: Plan) -> list[dict[str, Any]]:
 
 
 @retryable_task("check_nodes")
-def check_nodes(plan: Plan, stage: str) -> list[dict[str, Any]]:
+def check_nodes(plan: Plan, stage: str, phase: str = PHASE) -> list[dict[str, Any]]:
     """What really answers each node's URL (home, pid, databases): recorded, and refused if it is not the plan's.
 
     Runs before the approval and again right before the first stop, so a server of another
     home on a plan node's URL stops the cutover before anything is stopped.
     """
-    with audited_step(plan, PHASE, "check_nodes", {"stage": stage}) as rec:
+    with audited_step(plan, phase, "check_nodes", {"stage": stage}) as rec:
         judged = _judge_nodes(plan)
         rec.details["nodes"] = judged
         strays = [n for n in judged if not n["ok"]]
