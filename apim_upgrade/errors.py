@@ -169,3 +169,22 @@ def failures_logged_once(logger: logging.Logger | logging.LoggerAdapter[logging.
             logger.error("FAILED: %s", exc)
             setattr(exc, _LOGGED, True)
         raise
+
+
+class WindowFailed(ApimUpgradeError):
+    """A failure inside the cutover window: the original message, then how to get back (one line).
+
+    Keeps the exit code of the failure it wraps, so the same failure gives the same code.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @classmethod
+    def wrapping(cls, exc: ApimUpgradeError, how_back: str) -> WindowFailed:
+        first = str(exc).strip().replace("\n", " ")
+        return cls(f"{first} — {how_back}", exc.exit_code)
+
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:
+        return (type(self), (str(self), self.exit_code))

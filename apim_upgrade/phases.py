@@ -47,6 +47,9 @@ class Phase:
     starts_jvm: bool = False  # runs bin/api-manager.sh of the 4.2.0 home
     inputs: frozenset[PhaseInput] = frozenset()
     options: frozenset[PhaseOption] = frozenset()
+    # Needs the sources frozen: in a cutover it runs inside the window (after the approval and
+    # 4.0.0's stop); a rehearsal runs it in registry order on online copies.
+    in_window: bool = False
 
     @property
     def order(self) -> int:
@@ -69,6 +72,7 @@ PHASES: tuple[Phase, ...] = (
         "copy both production databases, add the registry indexes, gate the copies",
         "flows.prepare_databases:prepare_databases",
         options=frozenset({PhaseOption.TERMINATE_CONNECTIONS}),
+        in_window=True,
     ),
     Phase(
         "migration-environment",
@@ -86,6 +90,7 @@ PHASES: tuple[Phase, ...] = (
         records_completion=True,
         starts_jvm=True,
         inputs=_JVM_INPUTS,
+        in_window=True,
     ),
     Phase(
         "api-pre-migration",
@@ -95,6 +100,7 @@ PHASES: tuple[Phase, ...] = (
         records_completion=True,
         starts_jvm=True,
         inputs=_JVM_INPUTS,
+        in_window=True,
     ),
     Phase(
         "api-migration",
@@ -104,6 +110,7 @@ PHASES: tuple[Phase, ...] = (
         records_completion=True,
         starts_jvm=True,
         inputs=_JVM_INPUTS,
+        in_window=True,
     ),
     Phase(
         "cleanup",
@@ -111,6 +118,7 @@ PHASES: tuple[Phase, ...] = (
         "flows.cleanup:cleanup",
         section="migration_environment",
         records_completion=True,
+        in_window=True,
     ),
     Phase(
         "schema-upgrade",
@@ -120,6 +128,7 @@ PHASES: tuple[Phase, ...] = (
         records_completion=True,
         inputs=frozenset({PhaseInput.VENDOR_SCRIPTS}),
         options=frozenset({PhaseOption.REBASELINE}),
+        in_window=True,
     ),
     Phase(
         "configure-440",
@@ -128,11 +137,19 @@ PHASES: tuple[Phase, ...] = (
         section="target_440",
     ),
     Phase(
+        "window",
+        "cutover only: the approval, then stop 4.0.0's control plane (gateways keep serving), fence the sources "
+        "read-only and wait until its sessions left them",
+        "flows.window:window",
+        section="cutover",
+    ),
+    Phase(
         "cutover",
-        "after approval: stop 4.0.0's control plane, start 4.4.0's, restart every gateway",
+        "after approval: stop 4.0.0's control plane, start 4.4.0's, conformance again, restart every gateway",
         "flows.cutover:cutover",
         section="cutover",
         records_completion=True,
+        in_window=True,
     ),
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in PHASES)
@@ -172,6 +189,17 @@ def select(from_phase: str | None, until_phase: str | None) -> list[str]:
     return list(NAMES[first : last + 1])
 
 
+def cutover_order(names: list[str]) -> list[str]:
+    """The order of a cutover: what needs no frozen data first, then the window, then what does.
+
+    The window phase is where the approval is given and 4.0.0 stops; everything declared
+    ``in_window`` (the copies, the JVM phases, the schema upgrade, the switch) follows it.
+    """
+    before = [n for n in names if not get(n).in_window and n != WINDOW.name]
+    inside = [n for n in names if get(n).in_window]
+    return before + ([WINDOW.name] if inside or WINDOW.name in names else []) + inside
+
+
 def inputs_of(names: list[str] | tuple[str, ...]) -> set[PhaseInput]:
     """Every input the given phases need checked."""
     return {i for n in names for i in get(n).inputs}
@@ -187,5 +215,6 @@ def inputs_of(names: list[str] | tuple[str, ...]) -> set[PhaseInput]:
     CLEANUP,
     SCHEMA_UPGRADE,
     CONFIGURE_440,
+    WINDOW,
     CUTOVER,
 ) = PHASES

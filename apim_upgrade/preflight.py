@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from apim_upgrade.errors import ApimUpgradeError, PreflightError
@@ -44,6 +44,7 @@ class Check:
 class PreflightReport:
     findings: list[Check]
     sessions: dict[str, list[tuple[int, str, str, str]]]
+    source_bytes: dict[str, int] = field(default_factory=dict)  # pg_database_size of each source now
 
     @property
     def errors(self) -> list[Check]:
@@ -124,6 +125,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
         info = {r[0]: r for r in db.fetch_all(conn, queries.DATABASE_INFO, (names,))}
         pending = pending_copies(plan.audit_path)
         source_bytes = 0
+        sizes: dict[str, int] = {}
         for role, pair in plan.databases.roles().items():
             if pair.source not in info:
                 add(
@@ -133,6 +135,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
                 )
             else:
                 source_bytes += int(info[pair.source][1])
+                sizes[pair.source] = int(info[pair.source][1])
             state = copy_state(info.get(pair.target), plan, pair.source, pair.target in pending)
             if state is CopyState.FOREIGN:
                 add(
@@ -157,7 +160,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
         data_dir = (db.fetch_one(conn, queries.DATA_DIRECTORY) or (None,))[0]
         findings.append(_disk_finding(server, data_dir, source_bytes))
     findings.append(_work_dir_finding(plan.work_dir))
-    return PreflightReport(findings, sessions)
+    return PreflightReport(findings, sessions, sizes)
 
 
 def _session_findings(

@@ -89,12 +89,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from apim_upgrade import phases
     from apim_upgrade.plan import load_plan
     from apim_upgrade.preflight import check_phase_inputs
-    from flows.phases import run_phase
+    from flows.phases import run_phase_in_window
 
     plan = load_plan(args.plan)  # fail fast, before Prefect starts
     if args.phase and (args.from_phase or args.until_phase):
         raise ApimUpgradeError("give either --phase or --from/--until, not both")
-    selected = [args.phase] if args.phase else phases.select(args.from_phase, args.until_phase)
+    # A cutover: what needs no frozen data first, then the window (approval, 4.0.0 stopped), then the rest.
+    selected = [args.phase] if args.phase else phases.cutover_order(phases.select(args.from_phase, args.until_phase))
     for name in selected:
         phases.check_runnable(plan, phases.get(name).name)
     check_phase_inputs(plan, selected)  # packs, keystores, scripts: before anything is written
@@ -111,13 +112,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in selected:
             print(f"== phase {name}")
             try:
-                result = run_phase(
+                result = run_phase_in_window(
                     name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline
                 )
             except ApimUpgradeError:
                 _report_after_failure(plan.work_dir)
                 raise
             print(f"== phase {name} finished: {result}")
+            if name == phases.WINDOW.name and str(result).startswith("rejected"):
+                break  # nothing stopped, nothing copied
     _print_outputs(plan.work_dir)
     return 0
 

@@ -6,6 +6,7 @@ from prefect import flow
 
 from apim_upgrade.phases import API_PRE_MIGRATION
 from apim_upgrade.plan import load_plan
+from tasks.environment import check_copies_verified
 from tasks.gates import DATA_DOCS_HOOKS, validate_unchanged
 from tasks.jvm import (
     check_phase_done,
@@ -23,6 +24,7 @@ PHASE = API_PRE_MIGRATION.name
 def api_pre_migration(plan_path: str) -> str:
     """api-manager.sh ... -DrunPreMigration; stops the upgrade while an unaccepted API is broken."""
     plan = load_plan(plan_path)
+    check_copies_verified(plan)  # the 4.2.0 steps only ever run on verified copies
     if check_phase_done(plan, PHASE):
         return "skipped (already done on this copy)"
     install_migration_kit(plan, PHASE, "api")

@@ -7,6 +7,7 @@ from typing import Any
 
 from apim_upgrade.phases import Phase
 from apim_upgrade.plan import load_plan
+from tasks.environment import check_copies_verified
 from tasks.gates import validate_migration
 from tasks.jvm import check_phase_done, home_dbscripts, install_migration_kit, mark_phase_done, snapshot_targets
 
@@ -14,6 +15,7 @@ from tasks.jvm import check_phase_done, home_dbscripts, install_migration_kit, m
 def run_gated_migration(phase: Phase, plan_path: str, kit: str, run_client: Callable[..., Any]) -> str:
     """Kit in, counts before, the migration client, the gate against 4.2.0's DDL, completion recorded."""
     plan = load_plan(plan_path)
+    check_copies_verified(plan)  # the 4.2.0 steps only ever run on verified copies
     if check_phase_done(plan, phase.name):
         return "skipped (already done on this copy)"
     install_migration_kit(plan, phase.name, kit)

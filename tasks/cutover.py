@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,13 +143,13 @@ def _judge_nodes(plan: Plan) -> list[dict[str, Any]]:
 
 
 @retryable_task("check_nodes")
-def check_nodes(plan: Plan, stage: str) -> list[dict[str, Any]]:
+def check_nodes(plan: Plan, stage: str, phase: str = PHASE) -> list[dict[str, Any]]:
     """What really answers each node's URL (home, pid, databases): recorded, and refused if it is not the plan's.
 
     Runs before the approval and again right before the first stop, so a server of another
     home on a plan node's URL stops the cutover before anything is stopped.
     """
-    with audited_step(plan, PHASE, "check_nodes", {"stage": stage}) as rec:
+    with audited_step(plan, phase, "check_nodes", {"stage": stage}) as rec:
         judged = _judge_nodes(plan)
         rec.details["nodes"] = judged
         strays = [n for n in judged if not n["ok"]]
@@ -170,13 +171,21 @@ def check_nodes(plan: Plan, stage: str) -> list[dict[str, Any]]:
 
 
 def decide_cutover(
-    plan: Plan, drift: list[dict[str, object]], states: list[dict[str, Any]] | None = None
+    plan: Plan,
+    drift: list[dict[str, object]],
+    states: list[dict[str, Any]] | None = None,
+    forecast: list[str] | None = None,
+    phase: str = PHASE,
 ) -> CutoverDecision:
-    """The human approval gate (runs in the flow: pausing is a flow-level act)."""
+    """The human approval gate (runs in the flow: pausing is a flow-level act).
+
+    ``forecast``: the expected window (markdown lines); given, the plan shown is the window's:
+    4.0.0 stops first and the copies and migrations run while it is down.
+    """
     section = plan.section("cutover")
-    plan_text = _what_happens(plan, drift, states or [])
+    plan_text = _what_happens(plan, drift, states or [], forecast)
     create_markdown_artifact(key="cutover-plan", markdown=plan_text, description="What the cutover will do")
-    with audited_step(plan, PHASE, "approval", {"unattended": section.unattended}) as rec:
+    with audited_step(plan, phase, "approval", {"unattended": section.unattended}) as rec:
         if section.unattended:
             decision = CutoverDecision(
                 approve=True, decided_by="unattended (cutover.unattended = true)", reason="rehearsal"
@@ -236,8 +245,12 @@ def announce_pause() -> str:
     return line
 
 
-def _what_happens(plan: Plan, drift: list[dict[str, object]], states: list[dict[str, Any]]) -> str:
+def _what_happens(
+    plan: Plan, drift: list[dict[str, object]], states: list[dict[str, Any]], forecast: list[str] | None = None
+) -> str:
     section = plan.section("cutover")
+    if forecast is not None:
+        return _window_plan(plan, states, forecast)
     lines = [
         f"## Cutover of `{plan.name}` ({plan.strategy.value})",
         "",
@@ -250,6 +263,39 @@ def _what_happens(plan: Plan, drift: list[dict[str, object]], states: list[dict[
         "",
     ]
     lines.append(f"Source drift since the copy: {len(drift)} table(s)" if drift else "No source drift since the copy.")
+    if states:
+        lines += ["", "### The estate now (what answers each node's URL)", ""]
+        lines += [f"- {state['line']}" for state in states]
+    return "\n".join(lines)
+
+
+def _window_plan(plan: Plan, states: list[dict[str, Any]], forecast: list[str]) -> str:
+    from apim_upgrade.window import rollback_hint, window_phases
+
+    section = plan.section("cutover")
+    cp400 = ", ".join(n.name for n in section.control_plane_400)
+    lines = [
+        f"## Cutover of `{plan.name}` ({plan.strategy.value}) inside a window",
+        "",
+        "Done before this approval: inputs checked, the 4.2.0 home unpacked and checked, the 4.4.0 configuration "
+        "rendered. On approval the window opens:",
+        "",
+        f"1. stop the 4.0.0 control plane ({cp400}); the gateways keep serving",
+        f"2. fence `{plan.databases.apim.source}` / `{plan.databases.shared.source}` read-only (new writes are "
+        f"refused) and wait up to {section.session_wait_seconds:g} s until 4.0.0's sessions left them",
+        "3. then, on the frozen sources: " + " → ".join(window_phases()),
+        f"4. start 4.4.0 on `{plan.databases.apim.target}` / `{plan.databases.shared.target}` "
+        f"({', '.join(n.name for n in section.control_plane_440)}): the window closes when it is healthy",
+        "5. conformance again after its first start; the publisher lists every API of AM_API",
+        "6. restart gateways one node at a time: "
+        + "; ".join(f"{g.name} ({', '.join(n.name for n in g.nodes)})" for g in section.gateway_groups),
+        "",
+        "### Expected window",
+        "",
+        *forecast,
+        "",
+        f"Any failure inside the window: {rollback_hint(plan)}.",
+    ]
     if states:
         lines += ["", "### The estate now (what answers each node's URL)", ""]
         lines += [f"- {state['line']}" for state in states]
@@ -386,9 +432,16 @@ def restart_gateways(plan: Plan) -> list[dict[str, str]]:
     """One node at a time, health-checked; stops at the first failure and says where each node is."""
     section = plan.section("cutover")
     latest: dict[tuple[str, str], nodes.NodeStatus] = {}
+    out_since: dict[tuple[str, str], float] = {}  # when each node stopped serving
+    out_for: dict[tuple[str, str], float] = {}  # how long it was out of service
 
     def on_status(status: nodes.NodeStatus) -> None:
-        latest[(status.group, status.name)] = status
+        key = (status.group, status.name)
+        latest[key] = status
+        if status.state == "stopping":
+            out_since[key] = time.monotonic()
+        elif status.state == "healthy" and key in out_since:
+            out_for[key] = round(time.monotonic() - out_since[key], 2)
         get_run_logger().info("gateway %s/%s: %s %s", status.group, status.name, status.state, status.detail)
 
     groups = [g.name for g in section.gateway_groups]
@@ -404,11 +457,12 @@ def restart_gateways(plan: Plan) -> list[dict[str, str]]:
                     "node": n.name,
                     "state": latest[(g.name, n.name)].state if (g.name, n.name) in latest else "untouched",
                     "detail": latest[(g.name, n.name)].detail if (g.name, n.name) in latest else "",
+                    "out_of_service_s": out_for.get((g.name, n.name)),
                 }
                 for g in section.gateway_groups
                 for n in g.nodes
             ]
-    return [{k: str(v) for k, v in row.items()} for row in rec.details["nodes"]]
+    return [{k: str(v) for k, v in row.items()} for row in rec.details["nodes"]]  # out_of_service_s: seconds
 
 
 @retryable_task("roll_back_gateways")

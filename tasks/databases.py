@@ -26,6 +26,7 @@ def check_preflight(plan: Plan, terminate_connections: bool) -> None:
     with audited_step(plan, PHASE, "preflight", {"terminate": terminate_connections}) as rec:
         report = preflight.run_preflight(plan, terminate_connections=terminate_connections)
         rec.details["findings"] = [f.line() for f in report.findings]
+        rec.details["source_bytes"] = report.source_bytes  # the window forecast scales by growth since
         for finding in report.findings:
             (logger.error if finding.severity == "error" else logger.info)(finding.line())
         if not report.ok:

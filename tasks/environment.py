@@ -60,6 +60,10 @@ def check_copies_verified(plan: Plan) -> None:
 @retryable_task("check_environment_discarded")
 def check_environment_discarded(plan: Plan) -> bool:
     """True when cleanup already discarded this copy's 4.2.0 home: a rerun must not make it again."""
+    pair = plan.databases.apim
+    state = copies.target_state(plan.server(), plan.postgres.maintenance_db, plan, pair.source, pair.target, False)
+    if state is not copies.CopyState.VERIFIED:  # no copy yet (a cutover before its window): nothing discarded
+        return False
     done = history.completed(plan.server(), plan.databases.apim.target, CLEANUP.name, "done")
     if done is None:
         return False

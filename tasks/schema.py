@@ -272,7 +272,14 @@ def _extra_objects(
 
 @retryable_task("check_conformance")
 def check_conformance(
-    plan: Plan, dbscripts: Path, label: str, *, databases: str = "target", fail: bool = True, phase: str = PHASE
+    plan: Plan,
+    dbscripts: Path,
+    label: str,
+    *,
+    databases: str = "target",
+    fail: bool = True,
+    phase: str = PHASE,
+    stage: str | None = None,
 ) -> list[dict[str, object]]:
     """Compare both databases with a version's own DDL; report every difference.
 
@@ -283,13 +290,20 @@ def check_conformance(
     ``databases="target"`` (the final check) names every extra object of the copies and
     passes an extra object only if it is a customisation carried through from the source
     or accepted in the plan; a carried-through customisation that is gone fails it.
+
+    ``stage="before-start"`` (the schema upgrade's check): the differences the plan lists under
+    ``fixed_by_first_start`` do not fail it (4.4.0 applies the remaining changes when it first
+    starts); ``stage="after-start"`` (the cutover's check once 4.4.0 is up) fails on them.
     """
     section = plan.section("schema_upgrade")
     server = plan.server()
     accepted = set(section.accepted_differences)
+    deferred = set(section.fixed_by_first_start) if stage == "before-start" else set()
+    accepted |= deferred
     accepted_objects = accepted_customisations(plan)
     rows: list[dict[str, object]] = []
-    with audited_step(plan, phase, "check_conformance", {"reference": str(dbscripts), "of": databases}) as rec:
+    inputs = {"reference": str(dbscripts), "of": databases, "stage": stage}
+    with audited_step(plan, phase, "check_conformance", inputs) as rec:
         failures: list[str] = []
         docs = None
         found = find_customisations(plan, server) if databases == "target" else []
@@ -317,6 +331,14 @@ def check_conformance(
             failures += [f"{dbname}: {d.describe()}" for d in result.unaccepted]
         key = "customisations" if databases == "source" else "extra_objects"
         rec.details.update(label=label, differences=len(rows), unaccepted=len(failures), **{key: extras})
+        if stage is not None:
+            rec.details["stage"] = stage
+            rec.details["left_to_first_start"] = sorted(
+                {str(r["key"]) for r in rows if r.get("key") in deferred} - set(section.accepted_differences)
+            )
+            rec.details["fixed_by_first_start"] = {
+                k: section.fixed_by_first_start[k] for k in rec.details["left_to_first_start"]
+            }
         for extra in extras:
             get_run_logger().warning(
                 "%s: %s (%s)", extra["database"], extra["object"], extra.get("status", "customisation")
@@ -331,3 +353,11 @@ def check_conformance(
         for line in failures:
             get_run_logger().warning("%s", line)
     return rows
+
+
+@retryable_task("check_schema_upgraded")
+def check_schema_upgraded(plan: Plan) -> bool:
+    """True when the schema upgrade completed on this copy (its check before 4.4.0's start ran)."""
+    if plan.schema_upgrade is None:
+        return False
+    return history.completed(plan.server(), plan.databases.apim.target, PHASE, "done") is not None

@@ -26,7 +26,7 @@ RANKS: list[tuple[str, ...]] = [
     ("apim_upgrade.postgres",),
     ("apim_upgrade.wso2",),
     ("apim_upgrade.proof",),
-    ("apim_upgrade.preflight", "apim_upgrade.rehearsal", "apim_upgrade.estate_lock"),
+    ("apim_upgrade.preflight", "apim_upgrade.rehearsal", "apim_upgrade.estate_lock", "apim_upgrade.window"),
     ("expectations",),
     ("tasks",),
     ("flows",),

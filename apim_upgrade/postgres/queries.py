@@ -48,6 +48,28 @@ SELECT pid, pg_terminate_backend(pid)
 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
 """
 
+TERMINATE_SESSION = "SELECT pg_terminate_backend(%s)"
+
+DATABASE_SIZE = "SELECT pg_database_size(%s)"
+
+# The cutover window's fence: new sessions on a source are read-only, so a write that would
+# land after the copy is refused (never silently left behind); rollback lifts it.
+SOURCE_FENCED = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+  WHERE d.datname = %s AND s.setrole = 0 AND 'default_transaction_read_only=on' = ANY(s.setconfig)
+)
+"""
+
+
+def fence_database(name: str) -> sql.Composed:
+    return sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(name))
+
+
+def lift_database_fence(name: str) -> sql.Composed:
+    return sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(sql.Identifier(name))
+
+
 # --- database copies ---------------------------------------------------------
 
 

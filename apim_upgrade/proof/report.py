@@ -387,9 +387,14 @@ def _conformance(run: _Run) -> Conformance | None:
     rows = []
     for r in recs:
         gates = ", ".join(f"{g.get('gate')}: {'pass' if g.get('success') else 'FAIL'}" for g in r.gates)
-        rows.append([r.seq, r.phase, r.details.get("label"), Badge(r.outcome), r.details.get("differences")])
-        rows[-1] += [r.details.get("unaccepted"), gates, _error(r)]
-    headers = ["seq", "phase", "reference", "outcome", "differences", "unaccepted", "gates", "error"]
+        stage = r.details.get("stage") or ""
+        left = ", ".join(
+            f"{k} ({why})" for k, why in dict(r.details.get("fixed_by_first_start") or {}).items()
+        )  # before the start: what the plan says 4.4.0 fixes itself when it first starts
+        rows.append([r.seq, r.phase, r.details.get("label"), stage, Badge(r.outcome), r.details.get("differences")])
+        rows[-1] += [r.details.get("unaccepted"), left, gates, _error(r)]
+    headers = ["seq", "phase", "reference", "check", "outcome", "differences", "unaccepted"]
+    headers += ["left to 4.4.0's first start", "gates", "error"]
     found = {run.local(r.details.get(k)) for r in recs for k in ("csv", "json", "file")}
     reports = run.work_dir / "reports"
     found |= {*reports.glob("conformance*.csv"), *reports.glob("conformance*.json")}
@@ -397,7 +402,7 @@ def _conformance(run: _Run) -> Conformance | None:
     for path in sorted(p.resolve() for p in found if p):
         diffs = _rows_of(path)
         files.append(DiffFile(run.link(path, path.name), len(diffs), _rows_table(diffs)))
-    return Conformance(Table(headers, rows, (0, 4, 5)), files)
+    return Conformance(Table(headers, rows, (0, 5, 6)), files)
 
 
 def _customisations(run: _Run) -> Customisations | None:
@@ -424,7 +429,7 @@ def _customisations(run: _Run) -> Customisations | None:
 
 def _cutover(run: _Run) -> Cutover | None:
     decisions = [r for r in run.records if "decision" in r.details or "approval" in r.step or "decision" in r.step]
-    steps = [r for r in run.records if r.phase in ("cutover", "rollback") and r not in decisions]
+    steps = [r for r in run.records if r.phase in ("window", "cutover", "rollback") and r not in decisions]
     if not decisions and not steps:
         return None
     rows = []
@@ -441,7 +446,39 @@ def _cutover(run: _Run) -> Cutover | None:
     return Cutover(
         Table(headers, rows, (0,)) if rows else None,
         Table(["seq", "started", "step", "node", "outcome", "took", "error"], step_rows, (0,)) if step_rows else None,
+        _window(run),
     )
+
+
+def _window(run: _Run) -> Table | None:
+    """The window forecast at the approval, the window measured, and each gateway's time out of service."""
+    rows: list[list[object]] = []
+    for r in run.steps("forecast_window")[-1:]:
+        d = r.details
+        source = f"from {d.get('rehearsal')}, data-bound phases ×{d.get('growth')}" if d.get("rehearsal") else ""
+        rows.append(
+            ["forecast (at the approval)", d.get("total_s") if d.get("rehearsal") else None, source or "no rehearsal"]
+        )
+    for r in run.steps("window_measured")[-1:]:
+        d = r.details
+        rows.append(
+            [
+                "measured: 4.0.0 stopped → 4.4.0 healthy",
+                d.get("window_s"),
+                f"{d.get('stopped_400_at')} → {d.get('healthy_440_at')}",
+            ]
+        )
+    for r in run.steps("restart_gateways")[-1:]:
+        for n in r.details.get("nodes") or []:
+            if isinstance(n, dict):
+                rows.append(
+                    [
+                        f"gateway {n.get('group')}/{n.get('node')} out of service",
+                        n.get("out_of_service_s"),
+                        n.get("state"),
+                    ]
+                )
+    return Table(["window", "seconds", "detail"], rows, (1,)) if rows else None
 
 
 def _files(run: _Run) -> Table | None:

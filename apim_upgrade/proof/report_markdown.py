@@ -122,6 +122,8 @@ def summary_markdown(page: Page, report_path: str | None = None) -> str:
         out += ["", "Accepted as changed: " + ", ".join(escape(r) for r in page.scripts.rebaselined)]
     out += ["", "## Cutover decisions", ""]
     out += _table(page.cutover.decisions) if page.cutover and page.cutover.decisions else ["No cutover in this run."]
+    if page.cutover and page.cutover.window:
+        out += ["", "## Window", "", *_table(page.cutover.window)]
     if report_path:
         out += ["", f"Full report (on the run's host): {escape(report_path)}"]
     return "\n".join(out) + "\n"

@@ -130,6 +130,7 @@ class Customisations:
 class Cutover:
     decisions: Table | None
     steps: Table | None
+    window: Table | None = None  # forecast, measured (4.0.0 stopped -> 4.4.0 healthy), each gateway out of service
 
 
 @dataclass(frozen=True)

@@ -187,14 +187,19 @@ def wait_until_healthy(
     expect_version: str | None = None,
     *,
     insecure: bool = False,
+    give_up: Callable[[], str | None] | None = None,
 ) -> dict[str, Any]:
     """The health answer's JSON once ``url`` answers 2xx (and reports ``expect_version``, if given).
 
     A node answering with another version is waited for too (an old control plane
     may still be going down); a non-JSON 2xx body comes back as ``{"body": text}``.
+    ``give_up``, asked between probes, ends the wait at once with its reason (a fatal log line).
     """
     deadline = time.monotonic() + timeout
     while True:
+        reason = give_up() if give_up is not None else None
+        if reason is not None:
+            raise NodeError(reason)
         answer = _probe(url, min(max(deadline - time.monotonic(), 0.5), 5.0), insecure)
         problem = answer.detail
         if answer.kind == "up":
@@ -316,9 +321,7 @@ class NodeIdentity:
         return {**asdict(self), "line": self.line()}
 
 
-def identify(
-    node: NodeCommands, *, databases: Sequence[str] | None = None, insecure: bool = False
-) -> NodeIdentity:
+def identify(node: NodeCommands, *, databases: Sequence[str] | None = None, insecure: bool = False) -> NodeIdentity:
     """Which server answers ``node``'s health URL, and is it the plan's node?
 
     Identity comes from the health answer (``carbon_home``, ``pid``, ``databases``) when it
@@ -490,15 +493,12 @@ def stop_other_home(node: NodeCommands, found: NodeIdentity, timeout: float, *, 
         except ProcessLookupError:
             pass  # gone meanwhile: the wait below agrees
     else:
-        raise NodeError(
-            f"node '{node.name}': cannot tell how to stop {found.server()}; stop it by hand, then rerun"
-        )
+        raise NodeError(f"node '{node.name}': cannot tell how to stop {found.server()}; stop it by hand, then rerun")
     try:
         wait_until_down(node.health_url, _remaining(deadline), POLL_SECONDS, insecure=insecure)
     except NodeError as exc:
         raise NodeError(f"{found.server()} did not stop after {how}: {exc}") from None
     return how
-
 
 
 # --------------------------------------------------------------------------- one node
@@ -529,13 +529,20 @@ def start_node(
     health URL: then only the command's exit code speaks for it).
     """
     deadline = time.monotonic() + timeout
+    follower = StartupFailureWatch(node.log_file) if node.log_file is not None else None
     result = _run_command(node, "start", timeout)
     if not node.health_url:
         return {}
     version = expect_version if expect_version is not None else node.expect_version
+    give_up = (lambda: follower.failure(node.name)) if follower is not None else None
     try:
-        return wait_until_healthy(node.health_url, _remaining(deadline), POLL_SECONDS, version, insecure=insecure)
+        return wait_until_healthy(
+            node.health_url, _remaining(deadline), POLL_SECONDS, version, insecure=insecure, give_up=give_up
+        )
     except NodeError as exc:
+        if follower is not None and follower.found is not None:
+            raise  # the log said why: that line is the message
+
         # What the start command said often explains it ("Process is already running").
         said = " | ".join(result.tail[-3:]) or "(nothing)"
         raise NodeError(f"node '{node.name}' did not become healthy: {exc} (start command output: {said})") from None
@@ -748,6 +755,39 @@ SERVER_UP_MARKERS = (
     r"API Publisher Default Context : \S+",
     r"API Developer Portal Default Context : \S+",
 )
+
+
+# ERROR lines with which a WSO2 server refuses to start (its config parser, the Carbon server
+# manager, the datasources): the start is reported failed at once, quoting the line.
+STARTUP_FAILURE = re.compile(
+    r"\bERROR\b.*(ConfigParser|CarbonServerManager|DataSourceRepository|Cannot start|"
+    r"Error while (reading|parsing)|is not set)"
+)
+
+
+class StartupFailureWatch:
+    """Follows a node's log from where it ended before the start; the first startup-failure ERROR line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.position = log_size(path)
+        self.partial = ""
+        self.found: str | None = None
+
+    def failure(self, name: str) -> str | None:
+        if self.found is None and self.path.exists():
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                if fh.seek(0, 2) < self.position:  # rotated or rewritten: read it from the start
+                    self.position = 0
+                fh.seek(self.position)
+                chunk = fh.read()
+                self.position = fh.tell()
+            lines = (self.partial + chunk).split("\n")
+            self.partial = lines.pop()
+            self.found = next((line.strip() for line in lines if STARTUP_FAILURE.search(line)), None)
+        if self.found is None:
+            return None
+        return f"node '{name}' failed to start; its log {self.path} says: {self.found}"
 
 
 def log_size(path: Path) -> int:
