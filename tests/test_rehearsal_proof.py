@@ -54,6 +54,9 @@ from tests.crash_chain import (
 from tests.failpoints import FILE_VARIABLE, POINT_VARIABLE
 from tests.proof import differences, end_state, source_fingerprint
 
+# The module fixture rehearses three estates through 21 crash points: minutes, more on a shared 2-core machine.
+pytestmark = pytest.mark.timeout(1500)
+
 # 'wso2carbon' (the 4.0.0 nodes' keystore password) is WSO2's public default and part of file
 # names such as wso2carbon.jks, so it cannot serve as a distinctive value; every other secret does.
 DISTINCT = ("APIM_SANDBOX_ADMIN_PASSWORD", "APIM_SANDBOX_DB_PASSWORD", "APIM_SANDBOX_SUPER_ADMIN_PASSWORD")
