@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,19 +11,7 @@ import pytest
 from apim_upgrade.estate_lock import estate_lock
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "commands.cli", *args],
-        cwd=ROOT,
-        env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.cli import run_cli
 
 
 def _databases(pg: db.PgServer, prefix: str) -> set[str]:
@@ -53,7 +39,7 @@ def test_a_second_writer_is_refused_naming_the_holder(
     prefix = plan.databases.apim.source.removesuffix("am_db")  # this sandbox's unique prefix
     before = _databases(pg, prefix)
     with estate_lock(plan, "run"):  # operator A's run, holding the estate
-        out = _cli(*[a.replace("{plan}", str(plan_path)) for a in command])
+        out = run_cli(*[a.replace("{plan}", str(plan_path)) for a in command])
     assert out.returncode == 9, out.stdout + out.stderr
     failed = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("FAILED:")]
     assert len(failed) == 1, out.stdout + out.stderr
@@ -64,7 +50,7 @@ def test_a_second_writer_is_refused_naming_the_holder(
     assert _databases(pg, prefix) == before  # nothing was copied, dropped or created
     # Once A is done, the same command goes through.
     if command[0] == "run":
-        done = _cli(*[a.replace("{plan}", str(plan_path)) for a in command])
+        done = run_cli(*[a.replace("{plan}", str(plan_path)) for a in command])
         assert done.returncode == 0, done.stdout + done.stderr
 
 

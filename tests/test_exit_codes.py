@@ -14,24 +14,10 @@ import pytest
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db
+from tests.cli import failed_lines, run_cli
 from tests.conftest import unique
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "commands.cli", *args],
-        cwd=ROOT,
-        env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def _failed_lines(out: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("FAILED:")]
 
 
 def test_a_refused_login_is_exit_3_from_every_command(make_sandbox: Callable[..., Path]) -> None:
@@ -43,8 +29,8 @@ def test_a_refused_login_is_exit_3_from_every_command(make_sandbox: Callable[...
     assert f'user = "{role}"' in plan_path.read_text()
     plan = str(plan_path)
     for command in (["plan", "check", plan], ["run", plan, "--phase", "prepare-databases"], ["rehearse", plan]):
-        out = _cli(*command)
-        failed = _failed_lines(out)
+        out = run_cli(*command)
+        failed = failed_lines(out)
         assert out.returncode == 3, (command, out.stdout, out.stderr)
         assert len(failed) == 1 and f'role "{role}" does not exist' in failed[0], (command, failed)
         assert "Traceback" not in out.stderr
@@ -58,9 +44,9 @@ def test_a_missing_password_variable_is_exit_2_before_prefect_starts(make_sandbo
     env = {k: v for k, v in os.environ.items() if k != "APIM_EC_UNSET_PASSWORD"}
     for command in (["rehearse"], ["run", "--phase", "prepare-databases"]):
         started = time.monotonic()
-        out = _cli(command[0], str(plan_path), *command[1:], env=env)
+        out = run_cli(command[0], str(plan_path), *command[1:], env=env)
         assert out.returncode == 2, out.stdout + out.stderr
-        assert _failed_lines(out) == [
+        assert failed_lines(out) == [
             "FAILED: environment variable APIM_EC_UNSET_PASSWORD (postgres.password_env) is not set; "
             "export it with the PostgreSQL password before running"
         ]
