@@ -14,6 +14,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Stand-in servers hold 3 pooled connections per datasource instead of WSO2's 10, so estates
+# running side by side on two workers stay under PostgreSQL's 100 connections (test_cutover
+# checks the real default).
+os.environ.setdefault("APIM_STANDIN_POOL_INITIAL_SIZE", "3")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 # Reference catalogues are cached across runs; tests start cold and never touch ~/.cache.
 os.environ["APIM_UPGRADE_CACHE_DIR"] = tempfile.mkdtemp(prefix="apim-upgrade-cache-")
@@ -44,6 +48,32 @@ def pg_handle() -> Iterator[ServerHandle]:
         pytest.exit(f"no PostgreSQL for the tests: {exc}", returncode=3)
     yield handle
     handle.stop()
+
+
+# Scheduling on pytest-xdist workers (`--dist loadfile` in pyproject.toml): a module runs on one
+# worker, so its module-scoped fixtures (the crash chains' three rehearsed estates above all) are
+# built once, not once per worker; and the longest modules are handed out first, so no worker is
+# left alone with one of them at the end of the run.
+LONGEST_FIRST = (
+    "test_rehearsal_proof",
+    "test_window",
+    "test_disk_full",
+    "test_jvm_phases",
+    "test_cutover",
+    "test_bad_inputs",
+    "test_deployments",
+    "test_customisations",
+    "test_exit_codes",
+)
+
+
+def _module_name(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_module_name(item), len(rank)))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from flows.cutover import cutover, rollback
 from flows.phases import run_phase
 from flows.upgrade_apim import upgrade_apim
 from sandbox.demo import accept_invalid_apis
+from sandbox.distribution.config import POOL_INITIAL_SIZE_VARIABLE
 from sandbox.nodes import CUSTOM_JAR, production_nodes, start_estate, stop_everything
 from tasks.cutover import SourceDrift
 
@@ -319,7 +320,10 @@ def _home_pid(node: Any) -> str | None:
     return pid_file.read_text().strip() if pid_file.exists() else None
 
 
-def test_rehearsal_on_a_running_estate_leaves_production_serving(jvm_sandbox: Path, pg: db.PgServer) -> None:
+def test_rehearsal_on_a_running_estate_leaves_production_serving(
+    jvm_sandbox: Path, pg: db.PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(POOL_INITIAL_SIZE_VARIABLE)  # WSO2's own default pool size
     plan = load_plan(jvm_sandbox)
     assert plan.cutover is not None and plan.cutover.rehearsal is not None
     production = production_nodes(plan.cutover)

@@ -46,6 +46,9 @@ class StartupError(SandboxError):
 # WSO2's datasources use the Tomcat JDBC pool: initialSize connections open at startup (default 10).
 POOL_INITIAL_SIZE = 10
 POOL_MAX_ACTIVE = 100
+# Test-only: the default initialSize when deployment.toml sets none. The suite runs many estates
+# side by side on one PostgreSQL (max_connections 100 by default); each still holds a real pool.
+POOL_INITIAL_SIZE_VARIABLE = "APIM_STANDIN_POOL_INITIAL_SIZE"
 
 
 @dataclass(frozen=True)
@@ -229,9 +232,14 @@ def _datasource(document: dict[str, Any], key: str) -> Datasource:
     dbname = match.group("db")
     pool = section.get("pool_options", {})
     pool = pool if isinstance(pool, dict) else {}
-    initial = _pool_size(pool, "initialSize", POOL_INITIAL_SIZE, name)
+    initial = _pool_size(pool, "initialSize", _default_initial_size(), name)
     initial = min(initial, _pool_size(pool, "maxActive", POOL_MAX_ACTIVE, name))
     return Datasource(key, name, kind, url.split("?")[0], server, dbname, initial)
+
+
+def _default_initial_size() -> int:
+    value = os.environ.get(POOL_INITIAL_SIZE_VARIABLE, "")
+    return int(value) if value.isdigit() else POOL_INITIAL_SIZE
 
 
 def _pool_size(pool: dict[str, Any], key: str, default: int, name: str) -> int:
