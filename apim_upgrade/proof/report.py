@@ -50,7 +50,7 @@ from apim_upgrade.proof.report_view import (
     ts,
 )
 
-DATA_DOCS = Path("gx", "gx", "uncommitted", "data_docs", "local_site", "index.html")
+DATA_DOCS = Path("gx", "uncommitted", "data_docs", "local_site", "index.html")
 FINDINGS_CSV = Path("reports", "pre-migration-findings.csv")
 TOP_TABLES = 15  # tables in the source-vs-copy chart; all of them are in a collapsed table
 MAX_FILE_ROWS = 500  # rows shown from any CSV/JSON a record points to
