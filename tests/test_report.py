@@ -42,9 +42,10 @@ SECTIONS += ["Schema conformance", "Cutover decisions", "Files"]
 class _Trail:
     """Writes records as audited_step would, on a fake clock."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, plan: str = PLAN) -> None:
         self.path = work / "audit.jsonl"
         self.clock = 0.0
+        self.plan = plan
 
     def add(self, run: str, phase: str, step: str, outcome: str = "succeeded", took: float = 1.0, **kw: Any) -> None:
         start = T0 + timedelta(seconds=self.clock)
@@ -52,7 +53,7 @@ class _Trail:
         end = None if outcome == "started" else start + timedelta(seconds=took)
         audit.append_record(
             self.path,
-            plan=PLAN,
+            plan=self.plan,
             plan_digest="ab" * 32,
             phase=phase,
             step=step,
