@@ -86,7 +86,8 @@ def _production(records: list[AuditRecord]) -> list[str]:
     lines: list[str] = []
     if cp400 and cp400[0] == "serving":
         lines.append(f"4.0.0 serving on the sources ({sources}) since {ts(cp400[1].ended_at)}, after a rollback")
-        lines.append("4.4.0 stopped after rollback" + (f" ({cp440[1].details.get('state')})" if cp440 else ""))
+        how = cp440[1].details.get("state") if cp440 else None
+        lines.append("4.4.0 stopped after rollback" + (f" ({how})" if how and how != "stopped" else ""))
     elif cp440 and cp440[0] == "serving":
         node, state = cp440[1].details.get("node"), cp440[1].details.get("state")
         lines.append(f"4.4.0 serving on {copies} since {ts(cp440[1].ended_at)} ({node}: {state})")
