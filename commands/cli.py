@@ -222,7 +222,7 @@ def _report_after_failure(work_dir: Path) -> None:
 
 
 def _print_outputs(work_dir: Path) -> None:
-    docs = work_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    docs = work_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     print(f"audit trail: {work_dir / 'audit.jsonl'}")
     if docs.exists():
         print(f"Data Docs:   {docs}")

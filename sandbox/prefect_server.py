@@ -24,6 +24,8 @@ def start_prefect_server(home: Path, port: int, timeout: float = 120) -> subproc
     """Start `prefect server` in its own session and wait until /api/health answers."""
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     env.pop("PREFECT_API_URL", None)
+    # The UI served by this server calls the API at PREFECT_UI_API_URL (default: port 4200, not this one).
+    env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,

@@ -89,11 +89,9 @@ def snapshot_target(plan: Plan, label: str) -> Snapshot:
         rec.details.update(
             checkpoint=label,
             target=pair.target,
-            tables=len(snap.row_counts),
-            total_rows=snap.total_rows,
             digest=snap.digest(),
             taken_at=snap.taken_at.isoformat(),
-            **snap.counting_record(),
+            **snap.counting_record(),  # with its tables and total rows
         )
     return snap
 
@@ -205,6 +203,7 @@ def validate_script(plan: Plan, script: Script, before: Snapshot) -> Snapshot:
             must_count=effects.must_count(before.tables) if effects is not None else (),
         )
         rec.details.update(after.counting_record(), effects=effects.record() if effects is not None else None)
+        rec.details.update(checkpoint=f"after-{script.to_version}", target=pair.target)
         spec = build_change_gate(
             f"after-{script.to_version}",
             pair.target,
@@ -331,6 +330,8 @@ def check_conformance(
             failures += [f"{dbname}: {d.describe()}" for d in result.unaccepted]
         key = "customisations" if databases == "source" else "extra_objects"
         rec.details.update(label=label, differences=len(rows), unaccepted=len(failures), **{key: extras})
+        if stage == "after-start":  # the row totals once 4.4.0 runs on the copies (for the report)
+            rec.details["rows"] = _rows_after_start(plan)
         if stage is not None:
             rec.details["stage"] = stage
             rec.details["left_to_first_start"] = sorted(
@@ -356,6 +357,19 @@ def check_conformance(
 
 
 @retryable_task("check_schema_upgraded")
+def _rows_after_start(plan: Plan) -> dict[str, dict[str, object]]:
+    """Row totals of the copies with 4.4.0 running on them, for the report's last checkpoint.
+
+    Counted in full: with 4.4.0's pool connected, an incremental snapshot would wait for its
+    sessions to end (their counters may be unflushed) and then count everything anyway.
+    """
+    server, rows = plan.server(), {}
+    for role, pair in plan.databases.roles().items():
+        snap = take_snapshot(server, pair.target, pair.db_schema)
+        rows[role] = {"target": pair.target, "tables": len(snap.row_counts), "total_rows": snap.total_rows}
+    return rows
+
+
 def check_schema_upgraded(plan: Plan) -> bool:
     """True when the schema upgrade completed on this copy (its check before 4.4.0's start ran)."""
     if plan.schema_upgrade is None:

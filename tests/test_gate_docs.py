@@ -12,7 +12,7 @@ from apim_upgrade.postgres import db
 from apim_upgrade.proof import gates
 from apim_upgrade.proof.gates import Expectation, GateSpec, QueryAsset, build_pending_data_docs, run_gate
 
-SITE = Path("gx", "uncommitted", "data_docs", "local_site")
+SITE = Path("uncommitted", "data_docs", "local_site")
 
 
 def _gate(name: str, max_value: int) -> GateSpec:
@@ -46,6 +46,8 @@ def test_gates_defer_data_docs_until_the_phase_builds_them(pg: db.PgServer, tmp_
     assert first.docs_index == second.docs_index == index.resolve().as_uri()  # the link is known before the build
 
     build_pending_data_docs(root)
+    # The root is GX's context directory itself: no second "gx" folder inside it (work/gx/gx/...).
+    assert (root / "great_expectations.yml").is_file() and not (root / "gx").exists()
     text = index.read_text()
     for suite in ("gate-a__numbers", "gate-b__numbers"):
         assert _pages(root, suite), f"no validation page for {suite}"
@@ -79,7 +81,7 @@ def test_pages_left_by_a_killed_run_are_rendered_by_the_next_build(
 ) -> None:
     root = tmp_path / "gx"
     run_gate(root, pg, _gate("gate-x", 3))
-    pending = root / "gx" / "uncommitted" / "apim-upgrade-pending-data-docs.jsonl"
+    pending = root / "uncommitted" / "apim-upgrade-pending-data-docs.jsonl"
     with pending.open("a") as out:
         out.write('["ValidationResultIdentifier", ["gate-x", "numb')  # the killed process's half-written line
     monkeypatch.setattr(gates, "_PENDING_ROOTS", set())  # a new process: it knows nothing of the last one
@@ -92,6 +94,28 @@ def test_pages_left_by_a_killed_run_are_rendered_by_the_next_build(
     for suite in ("gate-x__numbers", "gate-y__numbers"):
         assert _pages(root, suite) and suite in text
     assert not pending.exists()  # everything listed was rendered
+
+
+def test_a_project_nested_by_an_earlier_release_is_moved_up(
+    pg: db.PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work directories written before the fix hold GX's project in gx/gx/: it is adopted, results and all."""
+    root = tmp_path / "gx"
+    run_gate(root, pg, _gate("gate-old", 3))
+    build_pending_data_docs(root)
+    nested = root / "gx"
+    nested.mkdir()
+    for entry in [e for e in root.iterdir() if e != nested]:
+        entry.rename(nested / entry.name)  # the layout an earlier release left
+    monkeypatch.setattr(gates, "_CONTEXTS", {})  # a new process
+    monkeypatch.setattr(gates, "_DATASOURCES", {})
+
+    run_gate(root, pg, _gate("gate-new", 3))
+    build_pending_data_docs(root)
+    assert not nested.exists() and (root / "great_expectations.yml").is_file()
+    text = (root / SITE / "index.html").read_text()
+    for suite in ("gate-old__numbers", "gate-new__numbers"):
+        assert _pages(root, suite) and suite in text
 
 
 def test_a_phase_without_gates_does_not_import_gx() -> None:

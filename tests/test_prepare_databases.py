@@ -58,7 +58,7 @@ def test_phase_on_genuine_400_ddl(make_sandbox: Callable[..., Path], genuine_dbs
     assert audit.verify_chain(plan.audit_path) == []
     # The database copy of the trail matches the file, record for record.
     assert audit.compare_with_database(pg, plan.databases.apim.target, audit.read_records(plan.audit_path)) == []
-    docs = plan.work_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    docs = plan.work_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     assert docs.exists()
 
     # A rerun after success skips what is done and verified.

@@ -30,7 +30,7 @@ SHA_43 = "a08a1770e9040adcab42b8e69b42c6e6d24b94b0a0ac828974573a2606230530"
 SHA_44 = "10da292a1de30ce495cf0c9d2ef2a63e120f958ed23ae542c61553051b2831ff"
 COPY_ERROR = "quality gate 'copy-apim' failed (1 expectation(s)): row count differs from the source snapshot"
 CONFORMANCE_ERROR = "quality gate 'conformance-440' failed: wso2am_am: index_extra:am_api.my_custom_idx"
-DATA_DOCS = Path("gx", "gx", "uncommitted", "data_docs", "local_site", "index.html")
+DATA_DOCS = Path("gx", "uncommitted", "data_docs", "local_site", "index.html")
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, offline and stateless: no GPU, no network side traffic, a throwaway profile per call.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
@@ -42,9 +42,10 @@ SECTIONS += ["Schema conformance", "Cutover decisions", "Files"]
 class _Trail:
     """Writes records as audited_step would, on a fake clock."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, plan: str = PLAN) -> None:
         self.path = work / "audit.jsonl"
         self.clock = 0.0
+        self.plan = plan
 
     def add(self, run: str, phase: str, step: str, outcome: str = "succeeded", took: float = 1.0, **kw: Any) -> None:
         start = T0 + timedelta(seconds=self.clock)
@@ -52,7 +53,7 @@ class _Trail:
         end = None if outcome == "started" else start + timedelta(seconds=took)
         audit.append_record(
             self.path,
-            plan=PLAN,
+            plan=self.plan,
             plan_digest="ab" * 32,
             phase=phase,
             step=step,
@@ -362,7 +363,7 @@ def test_every_link_resolves_and_every_image_is_embedded(report: Path) -> None:
             assert not parts.netloc and not ref.startswith("/"), ref
             assert (report.parent / unquote(parts.path)).resolve().is_file(), f"broken link: {ref}"
     linked = {unquote(r) for r in refs.refs}
-    assert {"../gx/gx/uncommitted/data_docs/local_site/index.html", "../audit.jsonl"} <= linked
+    assert {"../gx/uncommitted/data_docs/local_site/index.html", "../audit.jsonl"} <= linked
     assert "../logs/api-pre-migration-20260301T090100.log" in linked
 
 

@@ -140,6 +140,8 @@ class Snapshot(BaseModel):
         """What a gate's audit record says about this snapshot's counts."""
         counted = self.tables if self.counted is None else self.counted
         return {
+            "tables": len(self.row_counts),
+            "total_rows": self.total_rows,  # the report's row totals carry on through every checkpoint
             "counted_tables": counted,
             "counted_rows": sum(self.row_counts.get(t, 0) for t in counted),
             "count_reasons": self.count_reasons,

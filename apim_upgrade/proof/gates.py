@@ -101,8 +101,9 @@ _GX_IMPORT = threading.Lock()
 # Data Docs pages of gates already run, not yet rendered (see run_gate): GX roots with some, and
 # the list itself, kept in a file under each root.
 log = logging.getLogger(__name__)
-_PENDING_FILE = Path("gx", "uncommitted", "apim-upgrade-pending-data-docs.jsonl")
-DATA_DOCS_SITE = Path("gx", "uncommitted", "data_docs", "local_site")  # under a GX root
+# A GX root (``work/gx``) is GX's context directory itself: great_expectations.yml, stores, Data Docs.
+_PENDING_FILE = Path("uncommitted", "apim-upgrade-pending-data-docs.jsonl")
+DATA_DOCS_SITE = Path("uncommitted", "data_docs", "local_site")  # under a GX root
 # Below this much free space Data Docs are left for a later build (a page is tens of kB).
 DOCS_MIN_FREE = 8 * 1024 * 1024
 _PENDING_ROOTS: set[Path] = set()
@@ -130,18 +131,33 @@ def _import_gx() -> None:
 def _context(gx_root: Path) -> Any:
     root = gx_root.resolve()
     context = _CONTEXTS.get(root)
-    if context is None or not (root / "gx" / "great_expectations.yml").exists():
+    if context is None or not (root / "great_expectations.yml").exists():
         with _GX_IMPORT:  # never import GX in two threads at once
             import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        _adopt_nested_project(root)
         _set_aside_torn_files(root)
-        context = gx.get_context(mode="file", project_root_dir=str(root))
+        # context_root_dir, not project_root_dir: GX would put its project in a "gx" folder of its
+        # own inside the root (work/gx/gx/...).
+        context = gx.get_context(mode="file", context_root_dir=str(root))
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         _CONTEXTS[root] = context
         for key in [k for k in _DATASOURCES if k[0] == root]:
             del _DATASOURCES[key]
     return context
+
+
+def _adopt_nested_project(root: Path) -> None:
+    """A work directory of an earlier release holds its GX project one level down (``gx/gx/``):
+    moved up once, so its validation results stay in the index and its pending pages get built."""
+    nested = root / "gx"
+    if (root / "great_expectations.yml").exists() or not (nested / "great_expectations.yml").is_file():
+        return
+    for entry in nested.iterdir():
+        os.replace(entry, root / entry.name)
+    nested.rmdir()
+    log.info("GX project %s moved up to %s", nested, root)
 
 
 def _set_aside_torn_files(root: Path) -> list[Path]:
@@ -150,14 +166,13 @@ def _set_aside_torn_files(root: Path) -> list[Path]:
     suites and definitions are rebuilt from expectations/ by the next gate; a cut validation
     result was never a whole one."""
     moved: list[Path] = []
-    project = root / "gx"
-    if not project.is_dir():
+    if not root.is_dir():
         return moved
-    for path in sorted(project.rglob("*.json")):
+    for path in sorted(root.rglob("*.json")):
         try:
             json.loads(path.read_bytes() or b"x")
         except ValueError:
-            target = root / "gx-damaged" / path.relative_to(root)
+            target = root.parent / "gx-damaged" / path.relative_to(root.parent)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
             log.warning("GX file %s was cut short (full disk or crash): moved to %s", path, target)

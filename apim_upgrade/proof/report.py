@@ -28,6 +28,8 @@ from apim_upgrade.postgres.catalog import Snapshot
 from apim_upgrade.proof import audit
 from apim_upgrade.proof.audit import AuditRecord
 from apim_upgrade.proof.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
+from apim_upgrade.proof.report_counts import row_totals
+from apim_upgrade.proof.report_estate import estate_now
 from apim_upgrade.proof.report_view import (
     Badge,
     Code,
@@ -50,7 +52,7 @@ from apim_upgrade.proof.report_view import (
     ts,
 )
 
-DATA_DOCS = Path("gx", "gx", "uncommitted", "data_docs", "local_site", "index.html")
+DATA_DOCS = Path("gx", "uncommitted", "data_docs", "local_site", "index.html")
 FINDINGS_CSV = Path("reports", "pre-migration-findings.csv")
 TOP_TABLES = 15  # tables in the source-vs-copy chart; all of them are in a collapsed table
 MAX_FILE_ROWS = 500  # rows shown from any CSV/JSON a record points to
@@ -176,7 +178,9 @@ def _summary(run: _Run, outcome: Outcome) -> Summary:
     ]
     facts = [(k, v) for k, v in facts if v is not None]
     stop = _stop_text(outcome.failed[-1]) if outcome.failed else ""
-    return Summary(run.problems, len(recs), outcome, stop, recs[-1].phase, facts, _flow_runs(recs))
+    return Summary(
+        run.problems, len(recs), outcome, stop, recs[-1].phase, facts, _flow_runs(recs), tuple(estate_now(recs))
+    )
 
 
 def _stop_text(rec: AuditRecord) -> str:
@@ -196,10 +200,17 @@ def _flow_runs(records: list[AuditRecord]) -> Table:
     for run_id, recs in runs.items():
         state = next((r.outcome for r in recs if r.outcome in _STOPS), "succeeded")
         state = "started" if state == "succeeded" and _interrupted(recs) else state
-        phases = ", ".join(dict.fromkeys(r.phase for r in recs))
         end = max(r.ended_at or r.started_at for r in recs)
-        rows.append([Code(run_id or "-"), phases, ts(recs[0].started_at), ts(end), len(recs), Badge(state)])
+        rows.append([Code(run_id or "-"), _ran(recs), ts(recs[0].started_at), ts(end), len(recs), Badge(state)])
     return Table(["flow run", "phases", "first start", "last end", "records", ""], rows)
+
+
+def _ran(recs: list[AuditRecord]) -> str:
+    """The phases a run did something in; those it only found done are named as skipped."""
+    ran = list(dict.fromkeys(r.phase for r in recs if r.outcome != "skipped"))
+    skipped = [p for p in dict.fromkeys(r.phase for r in recs) if p not in ran]
+    label = ", ".join(ran) or "nothing"
+    return label + (f" (skipped: {', '.join(skipped)})" if skipped else "")
 
 
 def _phases(run: _Run, outcome: Outcome) -> Table | None:
@@ -214,6 +225,7 @@ def _phases(run: _Run, outcome: Outcome) -> Table | None:
         done = [r for r in recs if r.outcome != "started"]
         busy = sum((r.ended_at - r.started_at).total_seconds() for r in done if r.ended_at)
         state = "failed" if phase in failed else "started" if phase in interrupted else "succeeded"
+        state = "skipped" if state == "succeeded" and all(r.outcome == "skipped" for r in done) else state
         end = max(r.ended_at or r.started_at for r in recs)
         rows.append([phase, ts(recs[0].started_at), ts(end), f"{busy:.1f}s", len(done), Badge(state)])
     headers = ["phase", "first start", "last end", "time in steps", "step runs", ""]
@@ -265,37 +277,6 @@ def _copy_counts(rec: AuditRecord, source: dict[str, int]) -> dict[str, int | No
                 if table in counts and actual.isdigit():
                     counts[table] = int(actual)
     return counts
-
-
-def _checkpoints(run: _Run) -> Table | None:
-    role_of = {
-        str(r.details["target"]): str(r.details.get("role"))
-        for r in run.steps("copy_database")
-        if "target" in r.details
-    }
-    rows: list[list[object]] = []
-    last: dict[str, int] = {}
-
-    def add(rec: AuditRecord, label: str, role: str, database: object, tables: object, total: object) -> None:
-        delta = total - last[role] if isinstance(total, int) and role in last else None
-        if isinstance(total, int):
-            last[role] = total
-        rows.append([rec.seq, rec.phase, label, role, database, tables, total, f"{delta:+,}" if delta else delta])
-
-    for r in run.steps("snapshot_source", "snapshot_targets", "snapshot_target"):
-        d = r.details
-        if r.step == "snapshot_source":
-            add(r, "source snapshot", str(d.get("role")), d.get("source"), d.get("tables"), d.get("total_rows"))
-        elif r.step == "snapshot_target":
-            target = str(d.get("target"))
-            checkpoint, role = str(d.get("checkpoint", "")), role_of.get(target, target)
-            add(r, checkpoint, role, target, d.get("tables"), d.get("total_rows"))
-        else:
-            for role in ("apim", "shared"):
-                if f"{role}_rows" in d:
-                    add(r, f"before {r.phase}", role, None, None, d[f"{role}_rows"])
-    headers = ["seq", "phase", "checkpoint", "role", "database", "tables", "total rows", "change"]
-    return Table(headers, rows, (0, 5, 6, 7)) if rows else None
 
 
 def _source_vs_copy(run: _Run) -> SourceVsCopy | None:
@@ -429,7 +410,7 @@ def _customisations(run: _Run) -> Customisations | None:
 
 def _cutover(run: _Run) -> Cutover | None:
     decisions = [r for r in run.records if "decision" in r.details or "approval" in r.step or "decision" in r.step]
-    steps = [r for r in run.records if r.phase in ("window", "cutover", "rollback") and r not in decisions]
+    steps = [r for r in run.records if r.phase in ("window", "cutover", "rollback", "rehearsal") and r not in decisions]
     if not decisions and not steps:
         return None
     rows = []
@@ -440,14 +421,25 @@ def _cutover(run: _Run) -> Cutover | None:
         rows[-1] += [Badge(r.outcome), d.get("reason") or d.get("error"), r.actor]
     headers = ["seq", "when", "step", "who", "decision", "outcome", "reason", "recorded by"]
     step_rows = [
-        [r.seq, ts(r.started_at), f"{r.phase}/{r.step}", r.details.get("node"), Badge(r.outcome), _took(r), _error(r)]
+        [r.seq, ts(r.started_at), f"{r.phase}/{r.step}", r.details.get("node"), Badge(r.outcome), _node_state(r)]
         for r in steps
     ]
+    for row, r in zip(step_rows, steps, strict=True):
+        row += [_took(r), _error(r)]
+    step_headers = ["seq", "started", "step", "node", "outcome", "state", "took", "error"]
     return Cutover(
         Table(headers, rows, (0,)) if rows else None,
-        Table(["seq", "started", "step", "node", "outcome", "took", "error"], step_rows, (0,)) if step_rows else None,
+        Table(step_headers, step_rows, (0,)) if step_rows else None,
         _window(run),
     )
+
+
+def _node_state(rec: AuditRecord) -> object:
+    """What a node step found or did ("started", "already running", "already down", ...), per gateway node."""
+    if isinstance(rec.details.get("state"), str):
+        return rec.details["state"]
+    nodes = [n for n in rec.details.get("nodes") or [] if isinstance(n, dict) and "state" in n]
+    return [f"{n.get('node') or n.get('name')}: {n['state']}" for n in nodes] or None
 
 
 def _window(run: _Run) -> Table | None:
@@ -536,7 +528,7 @@ def report_page(work_dir: Path, out: Path | None = None) -> tuple[Page, Path]:
         customisations=_customisations(run),
         timeline=_timeline(run),
         gates=_gates(run),
-        checkpoints=_checkpoints(run),
+        checkpoints=row_totals(run.records),
         source_vs_copy=_source_vs_copy(run),
         findings=_findings(run),
         scripts=_scripts(run),

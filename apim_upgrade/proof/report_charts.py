@@ -161,30 +161,42 @@ def timeline_svg(bars: Sequence[Bar], label: str) -> str:
     return _svg(_WIDTH, height, label, body)
 
 
+def _log_x(rows: float, top_power: int) -> float:
+    """Where ``rows`` sits on a log scale from 0 to 10**top_power, as a fraction (0 rows: 0, 1 row: a sliver)."""
+    return math.log10(rows + 1) / math.log10(10**top_power + 1) if rows > 0 else 0.0
+
+
 def row_counts_svg(tables: Sequence[TableCount], label: str) -> str:
-    """Source vs copy rows for the given (already selected, largest-first) tables."""
-    left, right, top, row_h = 300.0, _WIDTH - 40.0, 34.0, 26.0
+    """Source vs copy rows for the given (already selected, largest-first) tables, on a log scale.
+
+    A linear axis let the one or two token tables flatten every other bar to a sliver; on a
+    log scale a table of 40 rows and one of 4 million both read, and each bar is labelled
+    with its exact count.
+    """
+    left, right, top, row_h = 300.0, _WIDTH - 120.0, 34.0, 26.0
     height = int(top + row_h * len(tables) + 40)
     biggest = max([t.source for t in tables] + [t.copy or 0 for t in tables] + [1])
-    x_max = biggest * 1.15
-    px = (right - left) / x_max
+    top_power = max(1, math.ceil(math.log10(biggest)))
+    span = right - left
     bottom = top + row_h * len(tables)
     body: list[str] = []
-    for tick in _ticks(x_max, 6):
-        x = left + tick * px
-        body += [_line(x, top, x, bottom), _text(x, bottom + 10, _tick_label(tick), size=10, anchor="middle")]
+    for power in range(top_power + 1):
+        x = left + _log_x(10**power, top_power) * span if power else left
+        value = 10**power if power else 0
+        body += [_line(x, top, x, bottom), _text(x, bottom + 10, _tick_label(value), size=10, anchor="middle")]
     for i, t in enumerate(tables):
         y = top + i * row_h
         equal = t.copy == t.source
         copy_text = "?" if t.copy is None else f"{t.copy:,}"
+        source_w, copy_w = _log_x(t.source, top_power) * span, _log_x(t.copy or 0, top_power) * span
         body.append(_text(left - 6, y + row_h / 2, t.label, size=10, anchor="end"))
-        body.append(_rect(left, y + 3, t.source * px, 9, _SOURCE, f"{t.label}: source snapshot {t.source:,} rows"))
+        body.append(_rect(left, y + 3, source_w, 9, _SOURCE, f"{t.label}: source snapshot {t.source:,} rows"))
         colour = _COPY_OK if equal else _COPY_BAD
-        body.append(_rect(left, y + 13, (t.copy or 0) * px, 9, colour, f"{t.label}: copy {copy_text} rows"))
+        body.append(_rect(left, y + 13, copy_w, 9, colour, f"{t.label}: copy {copy_text} rows"))
         text = f"{t.source:,}" if equal else f"{t.source:,} → {copy_text}"
-        body.append(_text(left + max(t.source, t.copy or 0) * px + 6, y + row_h / 2, text, size=10))
+        body.append(_text(left + max(source_w, copy_w) + 6, y + row_h / 2, text, size=10))
     body.append(_line(left, bottom, right, bottom, "#888888"))
-    body.append(_text((left + right) / 2, bottom + 28, "rows", size=11, anchor="middle"))
+    body.append(_text((left + right) / 2, bottom + 28, "rows (log scale)", size=11, anchor="middle"))
     legend = [("source snapshot", _SOURCE), ("copy (equal)", _COPY_OK), ("copy (differs / unknown)", _COPY_BAD)]
     body += _legend(left, 14, legend)
     return _svg(_WIDTH, height, label, body)

@@ -80,6 +80,8 @@ def _outcome(page: Page) -> list[str]:
         )
     else:
         lines.append(f"**Outcome: succeeded**: every recorded step ended well (last phase: {escape(s.last_phase)})")
+    if s.estate_now:
+        lines += ["", "**Estate now:**", "", *(f"- {escape(line)}" for line in s.estate_now)]
     if len(s.outcome.failed) > 1:
         lines += ["", "Also not repaired: " + ", ".join(_step(r) for r in s.outcome.failed[:-1])]
     if s.outcome.recovered:

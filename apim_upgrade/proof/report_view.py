@@ -74,6 +74,7 @@ class Summary:
     last_phase: str
     facts: list[tuple[str, object]]
     flow_runs: Table
+    estate_now: tuple[str, ...] = ()  # where the estate stands after these runs (report_estate)
 
 
 @dataclass(frozen=True)
