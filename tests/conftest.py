@@ -58,6 +58,7 @@ LONGEST_FIRST = (
     "test_rehearsal_proof",
     "test_window",
     "test_disk_full",
+    "test_approval_ui",
     "test_jvm_phases",
     "test_cutover",
     "test_bad_inputs",
