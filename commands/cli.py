@@ -368,10 +368,12 @@ def cmd_sandbox_start(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox_traffic_start(args: argparse.Namespace) -> int:
-    from sandbox.traffic import start_traffic
+    from sandbox.traffic import DEFAULT_APP_EVERY, DEFAULT_RATE, start_traffic
 
-    pid, ledger = start_traffic(Path(args.plan), rate=args.rate, app_every=args.app_every)
-    print(f"traffic: generator pid {pid}, {args.rate:g} round(s)/s, ledger {ledger}")
+    rate = DEFAULT_RATE if args.rate is None else args.rate
+    app_every = DEFAULT_APP_EVERY if args.app_every is None else args.app_every
+    pid, ledger = start_traffic(Path(args.plan), rate=rate, app_every=app_every)
+    print(f"traffic: generator pid {pid}, {rate:g} round(s)/s, ledger {ledger}")
     print(f"  stop it with: uv run apim-upgrade sandbox traffic stop {args.plan}")
     return 0
 
@@ -534,12 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _traffic_options(sp: argparse.ArgumentParser) -> None:
-    from sandbox.traffic import DEFAULT_APP_EVERY, DEFAULT_RATE
-
-    sp.add_argument("--rate", type=float, default=DEFAULT_RATE, help="rounds per second: a token and an API call each")
-    sp.add_argument(
-        "--app-every", type=int, default=DEFAULT_APP_EVERY, help="rounds between a new application and subscription"
-    )
+    # Defaults live in sandbox/traffic.py (not imported here: --help stays light).
+    sp.add_argument("--rate", type=float, help="rounds per second, a token and an API call each (default 4)")
+    sp.add_argument("--app-every", type=int, help="rounds between a new application and subscription (default 10)")
 
 
 class Terminated(BaseException):

@@ -39,7 +39,11 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from psycopg import sql
+
 from apim_upgrade.plan import load_plan
+from apim_upgrade.postgres import db
+from apim_upgrade.postgres.address import PgServer
 from apim_upgrade.proof import ledger
 from apim_upgrade.runtime import process
 from sandbox.errors import SandboxError
@@ -227,6 +231,29 @@ def run(plan_path: Path, ledger_path: Path, rate: float, app_every: int) -> int:
             time.sleep(min(0.05, delay))
     print(f"{datetime.now(UTC).isoformat()} traffic: stopped after {client.rounds} round(s)")
     return 0
+
+
+def missing_writes(
+    server: PgServer, databases: dict[str, str], entries: list[ledger.LedgerEntry]
+) -> list[ledger.LedgerEntry]:
+    """The acknowledged writes of ``entries`` not found in ``databases`` (the plan's role -> database name)."""
+    missing = []
+    sessions: dict[str, Any] = {}
+    try:
+        for entry in entries:
+            if not entry.acknowledged_write or entry.wrote is None:
+                continue
+            wrote = entry.wrote
+            if wrote.database not in sessions:
+                sessions[wrote.database] = db.connect(server, databases[wrote.database], autocommit=True)
+            where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in wrote.key)
+            query = sql.SQL("SELECT 1 FROM {} WHERE {}").format(sql.Identifier(wrote.table), where)
+            if db.fetch_one(sessions[wrote.database], query, tuple(wrote.key.values())) is None:
+                missing.append(entry)
+    finally:
+        for conn in sessions.values():
+            conn.close()
+    return missing
 
 
 # --- managing the background process --------------------------------------------------
