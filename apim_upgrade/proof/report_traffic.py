@@ -46,7 +46,7 @@ def traffic(ledger: Path | None, records: list[AuditRecord]) -> Traffic | None:
     if not records:
         return Traffic(str(ledger), None, [], [], "no audit records: no time range to show")
     try:
-        entries = read_ledger(ledger)
+        entries = read_ledger(ledger) if ledger.exists() else []  # missing: no client wrote to it (yet)
     except LedgerError as exc:
         return Traffic(str(ledger), None, [], [], str(exc))
     start = min(r.started_at for r in records)
