@@ -418,12 +418,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with _prefect_api():  # boots while the sandbox is built
         work_dir = run_demo(args.scale, Path(args.dir) if args.dir else None, args.keep)
     plan_path = work_dir.parent / "plan.toml"  # the rehearsal's derived plan
+    from apim_upgrade.plan import load_plan
+
+    ledger = load_plan(plan_path).report.traffic_ledger
     cmd_history(argparse.Namespace(plan=str(plan_path)))
     # With --keep the target database still holds its copy of the trail: compare with it too.
     cmd_audit_verify(
         argparse.Namespace(path=None if args.keep else str(work_dir), plan=str(plan_path) if args.keep else None)
     )
-    _print_outputs(work_dir)
+    _print_outputs(work_dir, ledger)
     return 0
 
 
