@@ -54,6 +54,7 @@ LOG_NAME = "traffic.log"
 DEFAULT_RATE = 4.0  # rounds per second: a token, an API call
 DEFAULT_APP_EVERY = 10  # rounds between a new application + subscription
 CALL_TIMEOUT = 10.0
+STARTUP_SECONDS = 20.0  # until the started process runs as the generator
 DEVPORTAL = "/api/am/devportal/v2"
 
 
@@ -310,6 +311,15 @@ def start_traffic(
     args += ["--rate", str(rate), "--app-every", str(app_every)]
     pid = process.start_detached(args, log=directory / LOG_NAME, cwd=directory)
     _pid_file(directory).write_text(json.dumps({"pid": pid, "ledger": str(ledger_path), "rate": rate}))
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while pid not in generator_processes(directory):  # until it runs as itself (exec done)
+        if not process.detached_running(pid) or time.monotonic() > deadline:
+            process.stop_detached(pid, grace=1)
+            tail = (directory / LOG_NAME).read_text(errors="replace").strip().splitlines()[-3:]
+            raise SandboxError(
+                f"the traffic generator did not start: {' | '.join(tail) or '(no output)'}; see {directory / LOG_NAME}"
+            )
+        time.sleep(0.05)
     return pid, ledger_path
 
 
