@@ -93,7 +93,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._health()
         elif url.path.rstrip("/") == "/api/am/publisher/v4/apis" and self.state.profile != GATEWAY_PROFILE:
             self._apis(parse_qs(url.query))
-        elif self.state.profile == GATEWAY_PROFILE and url.path.count("/") >= 2:
+        elif self.state.profile == GATEWAY_PROFILE and not url.path.startswith("/api/am/") and url.path.count("/") >= 2:
+            # An API call (the stand-in gateway serves them on its one port); /api/am/... is the
+            # control plane's REST APIs, which a gateway worker does not deploy: 404 below.
             self._invoke(url.path)
         else:
             self._reply(404, {"code": 404, "message": "Not Found", "description": f"No resource at {url.path}"})
