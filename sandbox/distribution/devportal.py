@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg import sql
+
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.postgres import db
 from sandbox.distribution import pool
@@ -42,9 +44,9 @@ _ADD_SUBSCRIBER = (
     "INSERT INTO am_subscriber (user_id, tenant_id, date_subscribed, created_by, created_time) "
     "VALUES (%s, %s, now(), %s, now()) ON CONFLICT DO NOTHING"
 )
-_HAS_ORGANIZATION = (
+_HAS_COLUMN = (
     "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-    "AND table_name = 'am_application' AND column_name = 'organization'"
+    "AND table_name = %s AND column_name = %s"
 )
 _ADD_APPLICATION = (
     "INSERT INTO am_application (name, subscriber_id, application_tier, description, application_status, "
@@ -52,7 +54,8 @@ _ADD_APPLICATION = (
     "RETURNING application_id"
 )
 _APPLICATION = "SELECT application_id, name FROM am_application WHERE uuid = %s"
-_KEY_MANAGER = "SELECT uuid FROM am_key_manager WHERE tenant_domain = %s ORDER BY (name = 'Resident Key Manager') DESC"
+# The tenant's column is tenant_domain in 4.0.0, organization since 4.1.0.
+_KEY_MANAGER = "SELECT uuid FROM am_key_manager WHERE {} = %s ORDER BY (name = 'Resident Key Manager') DESC"
 _ADD_CLIENT = (
     "INSERT INTO idn_oauth_consumer_apps (consumer_key, consumer_secret, username, tenant_id, user_domain, "
     "app_name, oauth_version, grant_types, app_state) "
@@ -110,6 +113,11 @@ def _write(source: Datasource, what: str) -> Iterator[Any]:
         yield conn
 
 
+def _has_column(conn: Any, table: str, column: str) -> bool:
+    """The schema differs by version (4.0.0 sources, 4.2.0/4.4.0 copies): ask it."""
+    return db.fetch_one(conn, _HAS_COLUMN, (table, column)) is not None
+
+
 def _subscriber_id(conn: Any, user: str) -> int:
     row = db.fetch_one(conn, _SUBSCRIBER, (user, SUPER_TENANT_ID))
     if row is None:
@@ -128,7 +136,7 @@ def create_application(source: Datasource, user: str, body: dict[str, Any]) -> d
     try:
         with _write(source, "creating an application") as conn:
             subscriber = _subscriber_id(conn, user)
-            organization = db.fetch_one(conn, _HAS_ORGANIZATION) is not None
+            organization = _has_column(conn, "am_application", "organization")
             org, val = (", organization", ", %s") if organization else ("", "")
             query = _ADD_APPLICATION.format(org=org, val=val)
             params: tuple[Any, ...] = (name, subscriber, tier, body.get("description"), user, app_uuid)
@@ -161,7 +169,9 @@ def generate_keys(source: Datasource, user: str, app_uuid: str, body: dict[str, 
             app = db.fetch_one(conn, _APPLICATION, (app_uuid,))
             if app is None:
                 raise RestError.rest(404, "Not Found", f"Requested application with Id '{app_uuid}' not found")
-            manager = db.fetch_one(conn, _KEY_MANAGER, (SUPER_TENANT_DOMAIN,))
+            tenant_column = "organization" if _has_column(conn, "am_key_manager", "organization") else "tenant_domain"
+            query = sql.SQL(_KEY_MANAGER).format(sql.Identifier(tenant_column))
+            manager = db.fetch_one(conn, query, (SUPER_TENANT_DOMAIN,))
             client_name = f"{user}_{app[1]}_{key_type}"
             db.execute(conn, _ADD_CLIENT, (consumer_key, consumer_secret, user, SUPER_TENANT_ID, client_name))
             key_manager = str(manager[0]) if manager else "Resident Key Manager"
