@@ -407,6 +407,16 @@ class CutoverSection(_Section):
     )
 
 
+class ReportSection(_Section):
+    """What the run report draws besides the audit trail."""
+
+    traffic_ledger: Path | None = Field(
+        None,
+        description="A traffic ledger (JSON lines, apim_upgrade/proof/ledger.py) that clients of the estate append "
+        "to: the report charts its calls per second and failures, the cutover window shaded. Relative to the plan.",
+    )
+
+
 def _labelled_nodes(nodes: CutoverSection | RehearsalNodes, prefix: str) -> list[tuple[str, NodeCommands]]:
     labelled = [(f"{prefix}.control_plane_400[{i}]", n) for i, n in enumerate(nodes.control_plane_400)]
     labelled += [(f"{prefix}.control_plane_440[{i}]", n) for i, n in enumerate(nodes.control_plane_440)]
@@ -477,6 +487,10 @@ class Plan(_Section):
     )
     target_440: Target440Section | None = Field(None, description="The 4.4.0 home (configure-440).")
     cutover: CutoverSection | None = Field(None, description="The nodes to switch over (cutover, rollback).")
+    report: ReportSection = Field(
+        default_factory=ReportSection,  # type: ignore[arg-type]
+        description="Extra inputs of the run report.",
+    )
 
     # Set by load_plan, not by the file.
     source_path: Path | None = Field(None, exclude=True)
@@ -609,6 +623,7 @@ def load_plan(path: str | Path) -> Plan:
             "schema_upgrade": _resolve_paths(base, plan.schema_upgrade),
             "target_440": _resolve_paths(base, plan.target_440),
             "cutover": _resolve_paths(base, plan.cutover),
+            "report": _resolve_paths(base, plan.report),
         }
     )
 

@@ -116,12 +116,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     name, plan, terminate_connections=args.terminate_connections, rebaseline=args.rebaseline
                 )
             except ApimUpgradeError:
-                _report_after_failure(plan.work_dir)
+                _report_after_failure(plan.work_dir, plan.report.traffic_ledger)
                 raise
             print(f"== phase {name} finished: {result}")
             if name == phases.WINDOW.name and str(result).startswith("rejected"):
                 break  # nothing stopped, nothing copied
-    _print_outputs(plan.work_dir)
+    _print_outputs(plan.work_dir, plan.report.traffic_ledger)
     return 0
 
 
@@ -210,18 +210,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_after_failure(work_dir: Path) -> None:
+def _report_after_failure(work_dir: Path, traffic_ledger: Path | None = None) -> None:
     """A stopped run still gets its report (the failure first); never hides the failure itself."""
     from apim_upgrade.proof.report import build_report
 
     if (work_dir / "audit.jsonl").exists():
         try:
-            print(f"report:      {build_report(work_dir)}")
+            print(f"report:      {build_report(work_dir, traffic_ledger=traffic_ledger)}")
         except (ApimUpgradeError, OSError) as exc:
             print(f"(no report: {exc})")
 
 
-def _print_outputs(work_dir: Path) -> None:
+def _print_outputs(work_dir: Path, traffic_ledger: Path | None = None) -> None:
     docs = work_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     print(f"audit trail: {work_dir / 'audit.jsonl'}")
     if docs.exists():
@@ -229,7 +229,7 @@ def _print_outputs(work_dir: Path) -> None:
     if (work_dir / "audit.jsonl").exists():
         from apim_upgrade.proof.report import build_report
 
-        print(f"report:      {build_report(work_dir)}")
+        print(f"report:      {build_report(work_dir, traffic_ledger=traffic_ledger)}")
 
 
 # --- audit and history -------------------------------------------------------------
@@ -362,6 +362,45 @@ def cmd_sandbox_start(args: argparse.Namespace) -> int:
     if plan.cutover is None:
         raise ApimUpgradeError(f"{args.plan} has no [cutover] nodes to start")
     print("running: " + ", ".join(start_estate(plan.cutover)))
+    if args.traffic:
+        return cmd_sandbox_traffic_start(args)
+    return 0
+
+
+def cmd_sandbox_traffic_start(args: argparse.Namespace) -> int:
+    from sandbox.traffic import DEFAULT_APP_EVERY, DEFAULT_RATE, start_traffic
+
+    rate = DEFAULT_RATE if args.rate is None else args.rate
+    app_every = DEFAULT_APP_EVERY if args.app_every is None else args.app_every
+    pid, ledger = start_traffic(Path(args.plan), rate=rate, app_every=app_every)
+    print(f"traffic: generator pid {pid}, {rate:g} round(s)/s, ledger {ledger}")
+    print(f"  stop it with: uv run apim-upgrade sandbox traffic stop {args.plan}")
+    return 0
+
+
+def cmd_sandbox_traffic_stop(args: argparse.Namespace) -> int:
+    from sandbox.traffic import stop_traffic
+
+    pids = stop_traffic(Path(args.plan).resolve().parent)
+    print(f"traffic: stopped generator pid {', '.join(map(str, pids))}" if pids else "traffic: no generator running")
+    return 0
+
+
+def cmd_sandbox_traffic_status(args: argparse.Namespace) -> int:
+    from apim_upgrade.plan import load_plan
+    from apim_upgrade.proof.ledger import read_ledger
+    from sandbox.traffic import LEDGER_NAME, running
+
+    plan_path = Path(args.plan).resolve()
+    pid = running(plan_path.parent)
+    ledger = load_plan(plan_path).report.traffic_ledger or plan_path.parent / LEDGER_NAME
+    entries = read_ledger(ledger) if ledger.exists() else []
+    writes = sum(e.acknowledged_write for e in entries)
+    failed = [e for e in entries if not e.ok]
+    print(f"traffic: {'running, pid ' + str(pid) if pid else 'not running'}; ledger {ledger}")
+    print(f"  {len(entries)} call(s), {writes} acknowledged write(s), {len(failed)} failed")
+    if failed:
+        print(f"  last failure: {failed[-1].at.isoformat()} {failed[-1].call}: {failed[-1].error}")
     return 0
 
 
@@ -379,12 +418,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with _prefect_api():  # boots while the sandbox is built
         work_dir = run_demo(args.scale, Path(args.dir) if args.dir else None, args.keep)
     plan_path = work_dir.parent / "plan.toml"  # the rehearsal's derived plan
+    from apim_upgrade.plan import load_plan
+
+    ledger = load_plan(plan_path).report.traffic_ledger
     cmd_history(argparse.Namespace(plan=str(plan_path)))
     # With --keep the target database still holds its copy of the trail: compare with it too.
     cmd_audit_verify(
         argparse.Namespace(path=None if args.keep else str(work_dir), plan=str(plan_path) if args.keep else None)
     )
-    _print_outputs(work_dir)
+    _print_outputs(work_dir, ledger)
     return 0
 
 
@@ -469,6 +511,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dbscripts", help="a WSO2 4.0.0 pack's dbscripts/ folder (default: compact schema)")
     sp = add("start", cmd_sandbox_start, sb, "start a sandbox's 4.0.0 control plane and gateways (its 'production')")
     sp.add_argument("plan")
+    sp.add_argument(
+        "--traffic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also start its traffic generator (tokens, applications, subscriptions, API calls; default: on)",
+    )
+    _traffic_options(sp)
+    tr = sb.add_parser("traffic", help="the sandbox's traffic generator and its ledger").add_subparsers(
+        dest="traffic_command", required=True
+    )
+    sp = add("start", cmd_sandbox_traffic_start, tr, "start the traffic generator in the background")
+    sp.add_argument("plan")
+    _traffic_options(sp)
+    sp = add("stop", cmd_sandbox_traffic_stop, tr, "stop the traffic generator (after its call in flight)")
+    sp.add_argument("plan")
+    sp = add("status", cmd_sandbox_traffic_status, tr, "whether it runs, and what its ledger holds")
+    sp.add_argument("plan")
     sp = add("destroy", cmd_sandbox_destroy, sb, "stop a sandbox's nodes and drop its databases")
     sp.add_argument("plan")
 
@@ -477,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", help="where to keep the sandbox (default: a temporary directory)")
     sp.add_argument("--keep", action="store_true", help="keep the sandbox databases afterwards")
     return p
+
+
+def _traffic_options(sp: argparse.ArgumentParser) -> None:
+    # Defaults live in sandbox/traffic.py (not imported here: --help stays light).
+    sp.add_argument("--rate", type=float, help="rounds per second, a token and an API call each (default 4)")
+    sp.add_argument("--app-every", type=int, help="rounds between a new application and subscription (default 10)")
 
 
 class Terminated(BaseException):

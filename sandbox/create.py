@@ -24,6 +24,7 @@ from sandbox.nodes import build_nodes, stop_everything
 OWNER = "wso2_apim"
 PASSWORD_ENV = "APIM_UPGRADE_PG_PASSWORD"
 SECRETS_FILE = "sandbox.env"
+TRAFFIC_LEDGER = "traffic.jsonl"  # beside the plan
 # Names of the variables the JVM phases read; their sandbox values live in sandbox.env.
 SECRET_VARIABLES = {
     "admin": "APIM_SANDBOX_ADMIN_PASSWORD",
@@ -142,6 +143,8 @@ def _write_plan(
         with open(directory / SECRETS_FILE, "a") as fh:  # the nodes' environment (like a systemd unit's)
             fh.writelines(f"export {k}='{v}'\n" for k, v in node_secrets.items())
         plan.update(sections)
+        # What its traffic generator (sandbox/traffic.py) appends to; the report charts it.
+        plan["report"] = {"traffic_ledger": TRAFFIC_LEDGER}
     tmp = plan_path.with_suffix(".toml.tmp")
     tmp.write_text(_HEADER + tomli_w.dumps(plan))
     tmp.replace(plan_path)

@@ -1,4 +1,4 @@
-"""``apim-upgrade demo``: a complete rehearsal of every phase on a fresh sandbox estate."""
+"""``apim-upgrade demo``: a complete rehearsal of every phase on a fresh sandbox estate under traffic."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ import os
 import tempfile
 import tomllib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import tomli_w
 
 from apim_upgrade.plan import load_plan
+from apim_upgrade.proof.ledger import read_ledger
 from apim_upgrade.wso2.nodes import identify
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
+from sandbox.errors import SandboxError
 from sandbox.nodes import production_nodes, start_estate
 from sandbox.pgserver import find_server
+from sandbox.traffic import start_traffic, stop_traffic
 
 
 def accept_invalid_apis(plan_path: Path) -> list[str]:
@@ -26,6 +30,18 @@ def accept_invalid_apis(plan_path: Path) -> list[str]:
     doc["migration_environment"]["accepted_invalid_apis"] = apis
     plan_path.write_text(_HEADER + tomli_w.dumps(doc))
     return apis
+
+
+def _traffic_summary(ledger_path: Path, started: datetime, ended: datetime) -> str:
+    """What production's clients saw while it was rehearsed: a rehearsal never makes one of their calls fail."""
+    during = [e for e in read_ledger(ledger_path) if started <= e.at <= ended]
+    failed = [e for e in during if not e.ok]
+    writes = sum(e.acknowledged_write for e in during)
+    line = f"== traffic during the rehearsal: {len(during)} call(s), {writes} acknowledged write(s)"
+    line += f", {len(failed)} failed"
+    if failed:
+        raise SandboxError(f"{line}; the first: {failed[0].at.isoformat()} {failed[0].call}: {failed[0].error}")
+    return line
 
 
 def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str], None] = print) -> Path:
@@ -52,7 +68,10 @@ def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str]
         plan = load_plan(plan_path)
         assert plan.cutover is not None
         say("'production' running: " + ", ".join(start_estate(plan.cutover)))
+        pid, ledger_path = start_traffic(plan_path)
+        say(f"traffic: its clients get tokens and applications and call APIs (pid {pid}, ledger {ledger_path})")
         rehearse = lambda: upgrade_apim(plan=str(plan_path), mode="rehearsal", keep_copies=keep)  # noqa: E731
+        started = datetime.now(UTC)
         try:
             results = rehearse()
         except PreMigrationFindings as exc:
@@ -60,13 +79,17 @@ def run_demo(scale: int, directory: Path | None, keep: bool, say: Callable[[str]
             apis = accept_invalid_apis(plan_path)
             say(f"== demo: accepting the sandbox's deliberately broken APIs {apis} and resuming")
             results = rehearse()
+        ended = datetime.now(UTC)
+        stop_traffic(where)
         for name, result in results.items():
             say(f"== {name}: {result}")
+        say(_traffic_summary(ledger_path, started, ended))
         say("'production' after the rehearsal (a rehearsal never touches it; its own nodes are stopped):")
         for node in production_nodes(plan.cutover):
             say("   " + identify(node).line())
         return derive_rehearsal_plan(load_plan(plan_path)).parent / "work"
     finally:
+        stop_traffic(where)  # its ledger stays, beside the plan
         if plan_path is not None and not keep:
             destroy_sandbox(plan_path)
             say("sandbox databases dropped (use --keep to keep them)")

@@ -253,8 +253,12 @@ def stop_everything(directory: Path) -> list[str]:
     """Stop every stand-in server of this sandbox (its homes and its rehearsals' copies of them).
 
     Each home that has a pid file is stopped with its own ``api-manager.sh stop``; anything of the
-    sandbox still running after that is terminated, so destroying a sandbox leaves no process.
+    sandbox still running after that is terminated, so destroying a sandbox leaves no process. Its
+    traffic generator goes first (its calls would only fail).
     """
+    from sandbox.traffic import stop_traffic
+
+    stop_traffic(directory)
     stopped = []
     for pid_file in sorted(directory.rglob("wso2carbon.pid")):
         home = pid_file.parent

@@ -14,7 +14,7 @@ from tasks.retry import retryable_task
 
 @retryable_task("publish_report")
 def publish_report(plan: Plan) -> str:
-    page, out = report_page(plan.work_dir)
+    page, out = report_page(plan.work_dir, traffic_ledger=plan.report.traffic_ledger)
     path = write_report(page, out)
     # The link works only on this host; the summary tells the story in the Prefect UI anywhere.
     create_markdown_artifact(

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,20 @@ from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db, history
 from apim_upgrade.proof import audit
+from apim_upgrade.proof.ledger import read_ledger
 from apim_upgrade.rehearsal import rehearsal_suffix
 from apim_upgrade.runtime import process
 from apim_upgrade.wso2 import nodes
 from flows.cutover import cutover, rollback
 from flows.phases import run_phase
 from flows.upgrade_apim import upgrade_apim
+from sandbox.create import destroy_sandbox
 from sandbox.demo import accept_invalid_apis
 from sandbox.distribution.config import POOL_INITIAL_SIZE_VARIABLE
 from sandbox.nodes import CUSTOM_JAR, production_nodes, start_estate, stop_everything
+from sandbox.traffic import generator_processes, missing_writes, start_traffic
 from tasks.cutover import SourceDrift
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -320,6 +325,16 @@ def _home_pid(node: Any) -> str | None:
     return pid_file.read_text().strip() if pid_file.exists() else None
 
 
+def _wait_for_writes(ledger_path: Path, count: int, timeout: float = 30) -> None:
+    """Until the traffic generator's ledger shows ``count`` acknowledged writes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ledger_path.exists() and sum(e.acknowledged_write for e in read_ledger(ledger_path)) >= count:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no {count} acknowledged writes in {ledger_path} within {timeout} s")
+
+
 def test_rehearsal_on_a_running_estate_leaves_production_serving(
     jvm_sandbox: Path, pg: db.PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,14 +353,36 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(
         assert all(health and pid for health, pid in before.values()), before
         assert before["cp-400"][0]["version"] == "4.0.0"  # type: ignore[index]
         accept_invalid_apis(jvm_sandbox)
+        # Production is live: its clients keep getting tokens, applications, subscriptions, API calls.
+        # A real background process: it outlives the `apim-upgrade` process that started it.
+        started = run_cli("sandbox", "traffic", "start", str(jvm_sandbox), "--rate", "8", "--app-every", "4")
+        assert started.returncode == 0 and "traffic: generator pid" in started.stdout, started.stderr
+        ledger_path = jvm_sandbox.parent / "traffic.jsonl"  # the plan's [report] traffic_ledger
+        assert load_plan(jvm_sandbox).report.traffic_ledger == ledger_path
+        _wait_for_writes(ledger_path, 5)
+        rehearsal_started = datetime.now(UTC)
 
         results = upgrade_apim(plan=str(jvm_sandbox), mode="rehearsal")
 
+        rehearsal_ended = datetime.now(UTC)
+        time.sleep(0.5)
+        status = run_cli("sandbox", "traffic", "status", str(jvm_sandbox))
+        assert "running, pid" in status.stdout and " 0 failed" in status.stdout, status.stdout + status.stderr
+        assert run_cli("sandbox", "traffic", "stop", str(jvm_sandbox)).returncode == 0
+        assert not generator_processes(jvm_sandbox.parent)
         assert results["cutover"].startswith("cut over"), results
         # Production: the same processes, still healthy, still 4.0.0 on the sources.
         assert {n.name: (nodes.already_healthy(n), _home_pid(n)) for n in production} == before
         # Not one of production's sessions was terminated: the same backends, before and after.
         assert _pool_pids(pg, plan.databases.apim.source, plan.databases.shared.source) == pool_before
+        # Its clients saw nothing: no failed call while the rehearsal ran, and production kept writing.
+        during = [e for e in read_ledger(ledger_path) if rehearsal_started <= e.at <= rehearsal_ended]
+        assert not [e for e in during if not e.ok], [(e.at, e.call, e.error) for e in during if not e.ok][:5]
+        writes = [e for e in during if e.acknowledged_write]
+        assert {e.call for e in writes} >= {"token", "application", "subscription"}, len(writes)
+        assert {e.call for e in during} >= {"invoke"}
+        sources = {"apim": plan.databases.apim.source, "shared": plan.databases.shared.source}
+        assert not missing_writes(pg, sources, writes)
         copy_records = [
             r
             for r in audit.read_records(
@@ -366,6 +403,13 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(
         stopped = [r.details["node"] for r in records if r.step == "stop_rehearsal_node"]
         assert set(stopped) == {n.name for n in rehearsal_nodes}
         assert rehearsal_plan.databases.apim.target not in names  # its copies were dropped
+        report = (rehearsal_plan.work_dir / "reports" / "report.html").read_text()
+        assert 'aria-label="Traffic ledger: ' in report and ", 0 failed" in report  # charted, without a failure
+        # `sandbox destroy` stops the generator with the nodes.
+        start_traffic(jvm_sandbox)
+        assert generator_processes(jvm_sandbox.parent)
+        destroy_sandbox(jvm_sandbox)
+        assert not generator_processes(jvm_sandbox.parent)
     finally:
         stop_everything(jvm_sandbox.parent)
 

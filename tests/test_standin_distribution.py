@@ -8,6 +8,8 @@ APIM_STANDIN_SPEED=20 keeps the artificial pauses short.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -17,6 +19,7 @@ import subprocess
 import threading
 import time
 import tomllib
+import urllib.error
 import urllib.request
 import uuid
 import zipfile
@@ -448,7 +451,67 @@ def test_identity_then_api_migration_then_normal_start(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/am/publisher/v4/apis", timeout=10) as reply:
         body = json.load(reply)
     assert api_count is not None and body["count"] == api_count[0] == len(body["list"])
-    assert {"name", "version", "provider", "context"} <= set(body["list"][0])
+    assert {"id", "name", "version", "provider", "context"} <= set(body["list"][0])
+    _live_writes(f"http://127.0.0.1:{port}", pg, apim, body["list"][0]["id"])
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - loopback http
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def _pool_sessions(pg: db.PgServer, dbname: str) -> set[int]:
+    with db.session(pg, "postgres", read_only=True) as conn:
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'PostgreSQL JDBC Driver'"
+        return {int(r[0]) for r in db.fetch_all(conn, query, (dbname,))}
+
+
+def _live_writes(base: str, pg: db.PgServer, apim: str, api_id: str) -> None:
+    """A running control plane's writes: committed before the answer, through its own pooled sessions."""
+    pool = _pool_sessions(pg, apim)
+    assert len(pool) == 10
+    as_json = {"Content-Type": "application/json"}
+    devportal = f"{base}/api/am/devportal/v2"
+    status, app = _post(f"{devportal}/applications", json.dumps({"name": "probe-app"}).encode(), as_json)
+    assert status == 201 and app["status"] == "APPROVED", app
+    assert _post(f"{devportal}/applications", json.dumps({"name": "probe-app"}).encode(), as_json)[0] == 409
+    keys_url = f"{devportal}/applications/{app['applicationId']}/generate-keys"
+    status, keys = _post(keys_url, b'{"keyType": "PRODUCTION"}', as_json)
+    assert status == 200 and keys["consumerKey"] and keys["consumerSecret"], keys
+    assert _post(f"{devportal}/applications/{uuid.uuid4()}/generate-keys", b"{}", as_json)[0] == 404
+    subscription = {"applicationId": app["applicationId"], "apiId": api_id}
+    status, sub = _post(f"{devportal}/subscriptions", json.dumps(subscription).encode(), as_json)
+    assert status == 201 and sub["status"] == "UNBLOCKED", sub
+    missing = {"applicationId": app["applicationId"], "apiId": str(uuid.uuid4())}
+    assert _post(f"{devportal}/subscriptions", json.dumps(missing).encode(), as_json)[0] == 404
+
+    def token(secret: str, grant: str = "client_credentials") -> tuple[int, dict[str, Any]]:
+        basic = base64.b64encode(f"{keys['consumerKey']}:{secret}".encode()).decode()
+        form = {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"}
+        return _post(f"{base}/oauth2/token", f"grant_type={grant}".encode(), form)
+
+    status, refused = token("wrong")
+    assert status == 401 and refused["error"] == "invalid_client", refused
+    assert token(keys["consumerSecret"], "password")[1]["error"] == "unsupported_grant_type"
+    (first_status, first), (_, second) = token(keys["consumerSecret"]), token(keys["consumerSecret"])
+    assert first_status == 200 and first["token_type"] == "Bearer" and first["access_token"] != second["access_token"]
+    with db.session(pg, apim, read_only=True) as conn:
+        hashes = [hashlib.sha256(t["access_token"].encode()).hexdigest() for t in (first, second)]
+        query = "SELECT access_token_hash, token_state FROM idn_oauth2_access_token WHERE access_token_hash = ANY(%s)"
+        states = dict(db.fetch_all(conn, query, (hashes,)))
+        subscribed = db.fetch_one(
+            conn, "SELECT count(*) FROM am_subscription WHERE uuid = %s", (sub["subscriptionId"],)
+        )
+        organization = db.fetch_one(
+            conn, "SELECT organization FROM am_application WHERE uuid = %s", (app["applicationId"],)
+        )
+    assert [states.get(h) for h in hashes] == ["INACTIVE", "ACTIVE"]  # the renewed token retired the first
+    assert subscribed == (1,) and organization == ("carbon.super",)
+    assert _pool_sessions(pg, apim) == pool  # the same sessions did all of it
 
 
 def test_pre_migration_reports_invalid_apis_and_changes_nothing(

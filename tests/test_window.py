@@ -7,6 +7,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from apim_upgrade import window
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db
 from apim_upgrade.proof import audit
+from apim_upgrade.proof.ledger import read_ledger
 from apim_upgrade.wso2 import nodes
 from flows.cutover import rollback
 from flows.upgrade_apim import upgrade_apim
 from sandbox.demo import accept_invalid_apis
 from sandbox.nodes import start_estate, stop_everything
+from sandbox.traffic import missing_writes, start_traffic, stop_traffic
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -100,11 +103,15 @@ def test_a_cutover_inside_its_window_loses_nothing_and_measures_the_window(estat
     cp400, cp440 = plan.cutover.control_plane_400[0], plan.cutover.control_plane_440[0]
     writer = Writer(pg, plan.databases.apim.source)
     writer.start()
-    time.sleep(1.0)  # writes acknowledged while 4.0.0 serves
+    # And the estate's own clients, through the control plane and the gateways, into the ledger.
+    _, ledger_path = start_traffic(estate, rate=8, app_every=4)
+    time.sleep(1.5)  # writes acknowledged while 4.0.0 serves
 
     results = upgrade_apim(plan=str(estate), mode="cutover")
     writer.done.set()
     writer.join(10)
+    time.sleep(1.0)  # and while 4.4.0 serves
+    stop_traffic(estate.parent)
 
     assert results["cutover"].startswith("cut over"), results
     assert results["window"].startswith("open (approved by unattended"), results
@@ -125,6 +132,7 @@ def test_a_cutover_inside_its_window_loses_nothing_and_measures_the_window(estat
     records = audit.read_records(plan.audit_path)
     measured = [r for r in records if r.step == "window_measured"][-1]
     assert measured.details["window_s"] > 0
+    _traffic_survived(pg, plan, ledger_path, measured.details)
     gateways = [r for r in records if r.step == "restart_gateways"][-1].details["nodes"]
     assert all(g["out_of_service_s"] and g["out_of_service_s"] > 0 for g in gateways), gateways
     stages = [r.details.get("stage") for r in records if r.step == "check_conformance" and r.details.get("stage")]
@@ -138,6 +146,30 @@ def test_a_cutover_inside_its_window_loses_nothing_and_measures_the_window(estat
     assert '"4.0.0"' not in nodes.http_check(cp400.health_url)[1]
     report = (plan.work_dir / "reports" / "report.html").read_text()
     assert "Window" in report and "after-start" in report
+    assert 'aria-label="Traffic ledger: ' in report and "cutover window" in report  # charted, window shaded
+
+
+def _traffic_survived(pg: db.PgServer, plan: Any, ledger_path: Path, window_details: dict[str, Any]) -> None:
+    """The ledger's story: acknowledged writes all in 4.4.0's databases; window writes refused, not dropped."""
+    opened = datetime.fromisoformat(window_details["stopped_400_at"])
+    closed = datetime.fromisoformat(window_details["healthy_440_at"])
+    entries = read_ledger(ledger_path)
+    targets = {role: pair.target for role, pair in plan.databases.roles().items()}
+    acknowledged = [e for e in entries if e.acknowledged_write]
+    before = [e for e in acknowledged if e.ended < opened]
+    assert {e.call for e in before} >= {"token", "keys", "application", "subscription"}, len(before)
+    assert [e for e in acknowledged if e.at > closed], "4.4.0 took writes after the window"
+    lost = missing_writes(pg, targets, acknowledged)
+    assert not lost, [(e.at, e.call, e.wrote) for e in lost[:5]]
+    # Inside the window no control plane serves: every write attempted there was refused (and is in the
+    # ledger as failed), unless the 4.4.0 already answering acknowledged it, into its own databases above.
+    writes = ("token", "application", "keys", "subscription")
+    inside = [e for e in entries if e.call in writes and opened <= e.at <= closed]
+    refused = [e for e in inside if not e.ok]
+    assert refused and all(e.status in (None, 503) for e in refused), [(e.status, e.error) for e in refused[:5]]
+    # The gateways kept serving API calls through the window (they are restarted only after it).
+    calls = [e for e in entries if e.call == "invoke" and opened <= e.at <= closed]
+    assert calls and all(e.ok for e in calls), [(e.at, e.error) for e in calls if not e.ok][:5]
 
 
 @pytest.mark.parametrize("until", ["window", "prepare-databases", "api-migration"])

@@ -30,6 +30,7 @@ from apim_upgrade.proof.audit import AuditRecord
 from apim_upgrade.proof.report_charts import Bar, TableCount, row_counts_svg, timeline_svg
 from apim_upgrade.proof.report_counts import row_totals
 from apim_upgrade.proof.report_estate import estate_now
+from apim_upgrade.proof.report_traffic import traffic
 from apim_upgrade.proof.report_view import (
     Badge,
     Code,
@@ -500,14 +501,16 @@ def _records(run: _Run) -> Table | None:
 # --- the page ---------------------------------------------------------------------------
 
 
-def build_report(work_dir: Path, out: Path | None = None) -> Path:
+def build_report(work_dir: Path, out: Path | None = None, traffic_ledger: Path | None = None) -> Path:
     """Write the run report of ``work_dir`` (default ``reports/report.html`` inside it); return its path."""
-    page, out = report_page(work_dir, out)
+    page, out = report_page(work_dir, out, traffic_ledger)
     return write_report(page, out)
 
 
-def report_page(work_dir: Path, out: Path | None = None) -> tuple[Page, Path]:
+def report_page(work_dir: Path, out: Path | None = None, traffic_ledger: Path | None = None) -> tuple[Page, Path]:
     """The report's view model of ``work_dir`` and where its page goes (links are relative to it).
+
+    ``traffic_ledger``: the plan's ``[report] traffic_ledger``, charted in the cutover section.
 
     The HTML page and the Prefect summary (report_markdown) are both rendered from it.
     """
@@ -536,6 +539,7 @@ def report_page(work_dir: Path, out: Path | None = None) -> tuple[Page, Path]:
         cutover=_cutover(run),
         files=_files(run),
         records=_records(run),
+        traffic=traffic(traffic_ledger, records),
     )
     return page, out
 
@@ -557,7 +561,8 @@ def report_command(path: Path) -> Path:
     if path.is_file() and path.suffix == ".toml":
         from apim_upgrade.plan import load_plan  # only this form needs the plan model
 
-        return build_report(load_plan(path).work_dir)
+        plan = load_plan(path)
+        return build_report(plan.work_dir, traffic_ledger=plan.report.traffic_ledger)
     if path.is_file() and path.name == "audit.jsonl":
         return build_report(path.parent)
     if path.is_dir():

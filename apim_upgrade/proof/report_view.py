@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from apim_upgrade.proof.audit import AuditRecord
+from apim_upgrade.proof.report_traffic import Traffic
 
 # --- what a table cell may hold besides text, numbers and None -------------------------
 
@@ -151,6 +152,7 @@ class Page:
     cutover: Cutover | None
     files: Table | None
     records: Table | None
+    traffic: Traffic | None = None  # the traffic ledger the plan names (report_traffic)
 
 
 # --- the page ------------------------------------------------------------------------------

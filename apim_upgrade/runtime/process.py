@@ -265,3 +265,67 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# A background service started here (a traffic generator): kept so that it is reaped when it ends.
+_DETACHED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def start_detached(
+    args: Sequence[str | Path], *, log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> int:
+    """Start ``args`` as a background service that outlives this process; return its pid.
+
+    Like ``nohup setsid``: its own session (and process group, whose id is the pid), no stdin,
+    its output appended to ``log``. Stop it with :func:`stop_detached`, from this process or
+    another one.
+    """
+    argv = [str(a) for a in args]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ProcessFailed(f"cannot start {argv[0]}: {exc.strerror}; is it installed and on PATH?") from None
+    _DETACHED[proc.pid] = proc
+    return proc.pid
+
+
+def stop_detached(pid: int, grace: float = 10.0) -> bool:
+    """SIGTERM the process group of a :func:`start_detached` service, SIGKILL it after ``grace`` s.
+
+    True when it was running. The caller makes sure ``pid`` is that service (pids are reused).
+    """
+    was_running = detached_running(pid)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while detached_running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not detached_running(pid):
+            break
+    _DETACHED.pop(pid, None)
+    return was_running
+
+
+def detached_running(pid: int) -> bool:
+    """True while the process ``pid`` runs (a zombie, ended but not yet reaped, does not count)."""
+    proc = _DETACHED.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")

@@ -10,29 +10,40 @@ is up, and 503 with ``"status": "starting"`` / ``"stopping"`` before and during
 shutdown, so a caller can tell which product version answers, from which home, and
 whether it is ready. ``GET /api/am/publisher/v4/apis`` reads
 AM_API live on every call, so a caller can compare what the server "sees" with
-the database; a gateway-worker has no publisher and answers 404. No
-authentication: it never leaves the loopback interface.
+the database; a gateway-worker has no publisher and answers 404. A control plane also
+takes the writes of a live estate (``POST`` DevPortal applications, keys, subscriptions
+and ``/oauth2/token``: sandbox/distribution/devportal.py); a gateway-worker answers API
+invocations (``GET /<context>/<version>/...`` with a bearer token). No authentication:
+it never leaves the loopback interface.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.postgres import db
+from sandbox.distribution import devportal
 from sandbox.distribution.config import Datasource
 from sandbox.distribution.registry import guard
 
 SERVLET_HTTP_PORT = 9763
 _APIS = """
-SELECT api_name, api_version, api_provider, context FROM am_api
+SELECT api_name, api_version, api_provider, context, api_uuid FROM am_api
 ORDER BY api_id LIMIT %s OFFSET %s
 """
 _API_COUNT = "SELECT count(*) FROM am_api"
+# The DevPortal REST API: v2 in 4.0.0, v3 since 4.1.0; the stand-in answers both on every version.
+_DEVPORTAL = re.compile(r"^/api/am/devportal/v[23]/(?P<rest>.+?)/?$")
+_KEYS = re.compile(r"^applications/(?P<app>[^/]+)/generate-keys$")
+MAX_BODY = 64 * 1024
 
 
 GATEWAY_PROFILE = "gateway-worker"
@@ -82,6 +93,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._health()
         elif url.path.rstrip("/") == "/api/am/publisher/v4/apis" and self.state.profile != GATEWAY_PROFILE:
             self._apis(parse_qs(url.query))
+        elif self.state.profile == GATEWAY_PROFILE and not url.path.startswith("/api/am/") and url.path.count("/") >= 2:
+            # An API call (the stand-in gateway serves them on its one port); /api/am/... is the
+            # control plane's REST APIs, which a gateway worker does not deploy: 404 below.
+            self._invoke(url.path)
         else:
             self._reply(404, {"code": 404, "message": "Not Found", "description": f"No resource at {url.path}"})
 
@@ -117,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ApimUpgradeError as exc:
             self._reply(500, {"code": 500, "message": "Internal Server Error", "description": str(exc)})
             return
-        apis = [{"name": n, "version": v, "provider": p, "context": c} for n, v, p, c in rows]
+        apis = [{"id": i, "name": n, "version": v, "provider": p, "context": c} for n, v, p, c, i in rows]
         self._reply(
             200,
             {
@@ -126,6 +141,82 @@ class _Handler(BaseHTTPRequestHandler):
                 "pagination": {"offset": offset, "limit": limit, "total": int(total[0]) if total else 0},
             },
         )
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        source = self.apim_db
+        if self.state.profile == GATEWAY_PROFILE or source is None:
+            self._reply(404, {"code": 404, "message": "Not Found", "description": f"No resource at {url.path}"})
+            return
+        if self.state.status != "ok":
+            self._reply(503, {"code": 503, "message": "Service Unavailable", "description": "server is not ready"})
+            return
+        try:
+            self._reply(*self._write(url.path, source))
+        except devportal.RestError as exc:
+            self._reply(exc.status, exc.body)
+        except ApimUpgradeError as exc:
+            self._reply(500, {"code": 500, "message": "Internal Server Error", "description": str(exc)})
+
+    def _write(self, path: str, source: Datasource) -> tuple[int, dict[str, Any]]:
+        """The write endpoints; each commits before it answers."""
+        user = (self._basic_auth() or ("admin", ""))[0]
+        if path.rstrip("/") == "/oauth2/token":
+            form = {k: v[-1] for k, v in parse_qs(self._body().decode("utf-8", "replace")).items()}
+            client = self._basic_auth()
+            return 200, devportal.issue_token(source, form, client)
+        match = _DEVPORTAL.match(path)
+        rest = match.group("rest") if match else ""
+        if rest == "applications":
+            return 201, devportal.create_application(source, user, self._json())
+        if rest == "subscriptions":
+            return 201, devportal.subscribe(source, user, self._json())
+        keys = _KEYS.match(rest)
+        if keys:
+            return 200, devportal.generate_keys(source, user, unquote(keys.group("app")), self._json())
+        raise devportal.RestError.rest(404, "Not Found", f"No resource at {path}")
+
+    def _invoke(self, path: str) -> None:
+        """A gateway worker serving an API call: a bearer token is required (not validated: stand-in)."""
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            description = (
+                "Invalid Credentials. Make sure your API invocation call has a header: 'Authorization : Bearer ***'"
+            )
+            self._reply(401, {"code": "900902", "message": "Missing Credentials", "description": description})
+            return
+        if self.state.status != "ok":
+            self._reply(503, {"code": 503, "message": "Service Unavailable", "description": "gateway is not ready"})
+            return
+        self._reply(200, {"gateway": self.state.carbon_home, "resource": path, "version": self.state.version})
+
+    def _basic_auth(self) -> tuple[str, str] | None:
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Basic "):
+            return None
+        try:
+            user, _, secret = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return user, secret
+
+    def _body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            raise devportal.RestError.rest(400, "Bad Request", f"Content-Length must be 0 to {MAX_BODY} bytes")
+        return self.rfile.read(length)
+
+    def _json(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self._body() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise devportal.RestError.rest(400, "Bad Request", "The request body must be a JSON object")
+        return body
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
