@@ -171,7 +171,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
-    from apim_upgrade.wso2.nodes import identify
+    from apim_upgrade.wso2.node_identity import identify
     from flows.cutover import ROLLBACK_NOT_CONFIRMED, rollback
 
     plan = load_plan(args.plan)

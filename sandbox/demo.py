@@ -14,7 +14,7 @@ import tomli_w
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.proof.ledger import read_ledger
-from apim_upgrade.wso2.nodes import identify
+from apim_upgrade.wso2.node_identity import identify
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
 from sandbox.errors import SandboxError
 from sandbox.nodes import production_nodes, start_estate

@@ -238,11 +238,11 @@ def production_nodes(cutover: CutoverSection) -> list[NodeCommands]:
 
 def start_estate(cutover: CutoverSection, timeout: float = 120) -> list[str]:
     """Start the 'production' nodes: the 4.0.0 control plane and every gateway (its 4.0.0 node)."""
-    from apim_upgrade.wso2 import nodes
+    from apim_upgrade.wso2 import node_health, nodes
 
     started = []
     for node in production_nodes(cutover):
-        ok, _ = nodes.http_check(node.health_url, timeout=2)
+        ok, _ = node_health.http_check(node.health_url, timeout=2)
         if not ok:
             nodes.start_node(node, timeout, node.expect_version)
         started.append(node.name)

@@ -19,7 +19,7 @@ from apim_upgrade.plan import CutoverSection, NodeCommands, Plan, Strategy
 from apim_upgrade.postgres import db
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.proof.steps import audited_step
-from apim_upgrade.wso2 import nodes
+from apim_upgrade.wso2 import node_health, node_identity, nodes
 from tasks.gates import comparison_rows
 from tasks.retry import retryable_task
 
@@ -117,10 +117,10 @@ def _judge_nodes(plan: Plan) -> list[dict[str, Any]]:
     groups = {"400": section.control_plane_400, "440": section.control_plane_440}
     for which, other in (("400", "440"), ("440", "400")):
         for node in groups[which]:
-            found = nodes.identify(node, databases=_databases(plan, which))
-            owner = next((o for o in groups[other] if found.answering and nodes.same_node(found, o)), None)
+            found = node_identity.identify(node, databases=_databases(plan, which))
+            owner = next((o for o in groups[other] if found.answering and node_identity.same_node(found, o)), None)
             if which == "400":
-                ok = not found.answering or nodes.same_node(found, node) or owner is not None
+                ok = not found.answering or node_identity.same_node(found, node) or owner is not None
             else:  # "already running" only for the plan's 4.4.0 on the migrated copies
                 ok = not found.answering or found.matches_plan or owner is not None
             line = found.line()
@@ -129,10 +129,10 @@ def _judge_nodes(plan: Plan) -> list[dict[str, Any]]:
             judged.append({"role": f"control_plane_{which}", "ok": ok, **found.record(), "line": line})
     for group in section.gateway_groups:
         for gateway in group.nodes:
-            found = nodes.identify(gateway)
+            found = node_identity.identify(gateway)
             old = gateway.replaces
-            by_old = old is not None and found.answering and nodes.same_node(found, old)
-            ok = not found.answering or nodes.same_node(found, gateway) or by_old
+            by_old = old is not None and found.answering and node_identity.same_node(found, old)
+            ok = not found.answering or node_identity.same_node(found, gateway) or by_old
             line = (
                 f"{gateway.name}: its URL is served by {old.name} ({found.server()})"
                 if by_old and old
@@ -154,7 +154,7 @@ def check_nodes(plan: Plan, stage: str, phase: str = PHASE) -> list[dict[str, An
         rec.details["nodes"] = judged
         strays = [n for n in judged if not n["ok"]]
         if strays:
-            raise nodes.NodeError(
+            raise node_health.NodeError(
                 f"{stage}: {len(strays)} node URL(s) answered by a server that is not the plan's node; nothing "
                 "was stopped. "
                 + " | ".join(
@@ -354,12 +354,12 @@ def stop_serving_440(plan: Plan) -> list[str]:
     outcomes = []
     for node in section.control_plane_440:
         with audited_step(plan, "rollback", "stop_control_plane_440", {"node": node.name}) as rec:
-            found = nodes.identify(node)
+            found = node_identity.identify(node)
             rec.details.update(node=node.name, health_url=node.health_url, found=found.record())
-            owner = next((o for o in section.control_plane_400 if nodes.same_node(found, o)), None)
+            owner = next((o for o in section.control_plane_400 if node_identity.same_node(found, o)), None)
             if not found.answering:
                 state = "already down"
-            elif nodes.same_node(found, node):
+            elif node_identity.same_node(found, node):
                 nodes.stop_node(node, section.node_timeout_seconds)
                 state = "stopped"
             elif owner is not None:
@@ -368,7 +368,7 @@ def stop_serving_440(plan: Plan) -> list[str]:
                 how = nodes.stop_other_home(node, found, section.node_timeout_seconds)
                 state = f"stopped {found.server()}, {why}, with {how}"
             else:
-                raise nodes.NodeError(
+                raise node_health.NodeError(
                     nodes.stray_message(node, found, "it is no home of this estate's runs, so rollback stopped nothing")
                 )
             rec.details["state"] = state
@@ -413,7 +413,7 @@ def check_publisher_apis(plan: Plan) -> int:
         for node in section.control_plane_440:
             if node.publisher_url is None:
                 continue
-            listed = {(str(a["name"]), str(a["version"])) for a in nodes.publisher_apis(node.publisher_url)}
+            listed = {(str(a["name"]), str(a["version"])) for a in node_health.publisher_apis(node.publisher_url)}
             missing, extra = sorted(in_db - listed), sorted(listed - in_db)
             rec.details.update(
                 node=node.name, in_db=len(in_db), listed=len(listed), missing=missing[:50], extra=extra[:50]
@@ -431,11 +431,11 @@ def check_publisher_apis(plan: Plan) -> int:
 def restart_gateways(plan: Plan) -> list[dict[str, str]]:
     """One node at a time, health-checked; stops at the first failure and says where each node is."""
     section = plan.section("cutover")
-    latest: dict[tuple[str, str], nodes.NodeStatus] = {}
+    latest: dict[tuple[str, str], node_health.NodeStatus] = {}
     out_since: dict[tuple[str, str], float] = {}  # when each node stopped serving
     out_for: dict[tuple[str, str], float] = {}  # how long it was out of service
 
-    def on_status(status: nodes.NodeStatus) -> None:
+    def on_status(status: node_health.NodeStatus) -> None:
         key = (status.group, status.name)
         latest[key] = status
         if status.state == "stopping":
@@ -470,7 +470,7 @@ def roll_back_gateways(plan: Plan) -> list[str]:
     """One gateway at a time back to the 4.0.0 node it replaced; says where each one stays and why."""
     section = plan.section("cutover")
 
-    def on_status(status: nodes.NodeStatus) -> None:
+    def on_status(status: node_health.NodeStatus) -> None:
         get_run_logger().info("gateway %s/%s: %s %s", status.group, status.name, status.state, status.detail)
 
     with audited_step(
@@ -478,7 +478,7 @@ def roll_back_gateways(plan: Plan) -> list[str]:
     ) as rec:
         try:
             final = nodes.roll_back_gateways(section.gateway_groups, section.node_timeout_seconds, on_status=on_status)
-        except nodes.NodeError as exc:
+        except node_health.NodeError as exc:
             rec.details["nodes"] = [vars(s) for s in exc.statuses]
             raise
         rec.details["nodes"] = [vars(s) for s in final]

@@ -24,7 +24,7 @@ import pytest
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.proof import audit
-from apim_upgrade.wso2 import nodes
+from apim_upgrade.wso2 import node_health
 from sandbox.create import sandbox_secrets
 from sandbox.nodes import start_estate
 from tests.test_deployments import ROOT, _prefect, prefect_server  # noqa: F401 - prefect_server is a fixture
@@ -148,7 +148,7 @@ def test_the_cutover_is_rejected_in_the_prefect_ui_and_nothing_stops(
     assert not [r for r in records if r.step.startswith(("stop_", "start_"))], "a rejected cutover stopped something"
     # Production still serves 4.0.0, from the same process.
     for node in (cp400, *[n.replaces for g in plan.cutover.gateway_groups for n in g.nodes if n.replaces]):
-        ok, body = nodes.http_check(node.health_url)
+        ok, body = node_health.http_check(node.health_url)
         assert ok and '"4.0.0"' in body, (node.name, body)
     assert _home_pid(cp400) == pid400
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [

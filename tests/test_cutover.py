@@ -22,7 +22,7 @@ from apim_upgrade.proof import audit
 from apim_upgrade.proof.ledger import read_ledger
 from apim_upgrade.rehearsal import rehearsal_suffix
 from apim_upgrade.runtime import process
-from apim_upgrade.wso2 import nodes
+from apim_upgrade.wso2 import node_health, node_identity, nodes
 from flows.cutover import cutover, rollback
 from flows.phases import run_phase
 from flows.upgrade_apim import upgrade_apim
@@ -134,7 +134,7 @@ def test_drift_rejection_approval_and_rollback(jvm_sandbox: Path, pg: db.PgServe
         jvm_sandbox, {"approve": False, "decided_by": "alice", "reason": "window moved"}
     )
     assert outcome == "rejected by alice: window moved"
-    assert '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # nothing was touched
+    assert '"4.0.0"' in node_health.http_check(cp400.health_url)[1]  # nothing was touched
     approval = [r for r in audit.read_records(plan.audit_path) if r.step == "approval"][-1]
     assert approval.details["decision"] == "reject" and approval.details["by"] == "alice"
     # The approval form showed the estate as it really was: which home and process, on which databases.
@@ -149,24 +149,24 @@ def test_drift_rejection_approval_and_rollback(jvm_sandbox: Path, pg: db.PgServe
 
     outcome = _run_cutover_with_decision(jvm_sandbox, {"approve": True, "decided_by": "bob", "reason": "go"})
     assert outcome.startswith("cut over (approved by bob): 20 APIs visible, 3 gateway node(s) restarted")
-    assert '"4.4.0"' in nodes.http_check(cp440.health_url)[1]
+    assert '"4.4.0"' in node_health.http_check(cp440.health_url)[1]
     started = [r for r in audit.read_records(plan.audit_path) if r.step == "start_control_plane_440"][-1]
     assert any("WSO2 Carbon started in" in line for line in started.details["server_up"])
     assert any("API Publisher Default Context" in line for line in started.details["server_up"])
     assert history.completed(pg, plan.databases.apim.target, "cutover", "done")
 
     gateways = [n for g in plan.cutover.gateway_groups for n in g.nodes]  # type: ignore[union-attr]
-    assert all(nodes.identify(g).matches_plan for g in gateways)  # the 4.4.0 gateways serve
+    assert all(node_identity.identify(g).matches_plan for g in gateways)  # the 4.4.0 gateways serve
 
     with pytest.raises(ApimUpgradeError, match=r"confirm it .*--yes"):
         rollback(plan_path=str(jvm_sandbox))  # stops nothing unconfirmed
-    assert '"4.4.0"' in nodes.http_check(cp440.health_url)[1]
+    assert '"4.4.0"' in node_health.http_check(cp440.health_url)[1]
     rolled = rollback(plan_path=str(jvm_sandbox), confirmed=True)
     assert rolled.startswith("rolled back") and "cp-440: stopped" in rolled, rolled
-    assert '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # 4.0.0 again, on the untouched sources
+    assert '"4.0.0"' in node_health.http_check(cp400.health_url)[1]  # 4.0.0 again, on the untouched sources
     for gateway in gateways:  # one at a time back to the 4.0.0 node each replaced
         assert f"{gateway.name}: back on 4.0.0: '{gateway.name}-400' started" in rolled, rolled
-        assert gateway.replaces is not None and nodes.identify(gateway.replaces).matches_plan
+        assert gateway.replaces is not None and node_identity.identify(gateway.replaces).matches_plan
     assert history.completed(pg, plan.databases.apim.target, "cutover", "done") is None
     steps = [(r.phase, r.step) for r in audit.read_records(plan.audit_path)]
     assert ("rollback", "start_control_plane_400") in steps
@@ -182,7 +182,7 @@ def test_failing_gateway_stops_the_rollout(jvm_sandbox: Path) -> None:
     doc["cutover"]["unattended"] = True
     doc["cutover"]["gateway_groups"][0]["nodes"][0]["start"] = ["false"]  # gw-internal-1 will not come back
     jvm_sandbox.write_text(tomli_w.dumps(doc))
-    with pytest.raises(nodes.NodeError, match="gw-internal-1"):
+    with pytest.raises(node_health.NodeError, match="gw-internal-1"):
         cutover(plan_path=str(jvm_sandbox))
     record = [r for r in audit.read_records(plan.audit_path) if r.step == "restart_gateways"][-1]
     states = {n["node"]: n["state"] for n in record.details["nodes"]}
@@ -190,7 +190,7 @@ def test_failing_gateway_stops_the_rollout(jvm_sandbox: Path) -> None:
     for group in section.gateway_groups:
         for node in group.nodes:
             if node.name != "gw-internal-1":  # the untouched nodes were never stopped
-                assert nodes.http_check(node.health_url)[0], node.name
+                assert node_health.http_check(node.health_url)[0], node.name
 
 
 def _pool_pids(pg: db.PgServer, *sources: str) -> dict[str, set[int]]:
@@ -221,7 +221,7 @@ def _start_copy_of(home: Path, where: Path, like: Any, offset: int) -> tuple[Pat
     conf.write_text(tomli_w.dumps(doc))
     start = [a.replace(str(home), str(where)) for a in like.start]
     process.run(start, timeout=30)
-    nodes.wait_until_healthy(f"http://127.0.0.1:{9763 + offset}/health", 60, 0.2, expect_version="4.4.0")
+    node_health.wait_until_healthy(f"http://127.0.0.1:{9763 + offset}/health", 60, 0.2, expect_version="4.4.0")
     return where, int((where / "wso2carbon.pid").read_text())
 
 
@@ -260,13 +260,13 @@ def test_a_stray_440_stops_the_cutover_before_anything_is_stopped(jvm_sandbox: P
         plan.target_440.home, tmp_path / "stray-440", section.control_plane_440[0], offset
     )
     try:
-        with pytest.raises(nodes.NodeError) as refused:
+        with pytest.raises(node_health.NodeError) as refused:
             cutover(plan_path=str(jvm_sandbox))
         message = str(refused.value)
         assert "before the approval" in message and "nothing was stopped" in message
         assert f"home {stray.resolve()}, pid {stray_pid}" in message and f"kill {stray_pid}" in message
         assert f"`{stray.resolve()}/bin/api-manager.sh stop`" in message
-        assert _home_pid(cp400) == pid400 and '"4.0.0"' in nodes.http_check(cp400.health_url)[1]  # untouched
+        assert _home_pid(cp400) == pid400 and '"4.0.0"' in node_health.http_check(cp400.health_url)[1]  # untouched
         records = audit.read_records(plan.audit_path)
         assert not [r for r in records if r.step.startswith(("stop_control_plane", "approval"))]
         checked = [r for r in records if r.step == "check_nodes"][-1]
@@ -297,12 +297,13 @@ def test_rollback_asks_first_and_stops_only_the_estates_own_440(
         plan.target_440.home, tmp_path_factory.mktemp("elsewhere") / "wso2am-4.4.0", cp440, offset
     )
     try:
-        with pytest.raises(nodes.NodeError, match=rf"home {foreign.resolve()}, pid {foreign_pid}.*no home of this"):
+        refused = rf"home {foreign.resolve()}, pid {foreign_pid}.*no home of this"
+        with pytest.raises(node_health.NodeError, match=refused):
             rollback(plan_path=str(jvm_sandbox), confirmed=True)
-        assert nodes.http_check(cp440.health_url)[0]  # a foreign server is never stopped
+        assert node_health.http_check(cp440.health_url)[0]  # a foreign server is never stopped
     finally:
         _stop_copy(foreign, plan.target_440.home, cp440)
-    nodes.wait_until_down(cp440.health_url, 30, 0.2)
+    node_health.wait_until_down(cp440.health_url, 30, 0.2)
 
     # A 4.4.0 this estate's runs started: a copy of the home under its work directory.
     ours, our_pid = _start_copy_of(plan.target_440.home, plan.work_dir / "home-440-copy", cp440, offset)
@@ -310,7 +311,7 @@ def test_rollback_asks_first_and_stops_only_the_estates_own_440(
     out = capsys.readouterr().out
     assert f"stopped 4.4.0 on H2, H2 (home {ours.resolve()}, pid {our_pid}), a home under the estate's work" in out
     assert not Path(f"/proc/{our_pid}").exists() or not Path(f"/proc/{our_pid}/cmdline").read_bytes()
-    assert nodes.identify(cp400).matches_plan  # the plan's 4.0.0 home serves again
+    assert node_identity.identify(cp400).matches_plan  # the plan's 4.0.0 home serves again
     for group in section.gateway_groups:
         for gateway in group.nodes:
             assert f"{group.name}/{gateway.name}: back on 4.0.0: '{gateway.name}-400' started" in out, out
@@ -349,7 +350,7 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(
         # Like WSO2's Tomcat JDBC pools: 10 connections to each of its databases while it runs.
         pool_before = _pool_pids(pg, plan.databases.apim.source, plan.databases.shared.source)
         assert [len(p) for p in pool_before.values()] == [10, 10], pool_before
-        before = {n.name: (nodes.already_healthy(n), _home_pid(n)) for n in production}
+        before = {n.name: (node_identity.already_healthy(n), _home_pid(n)) for n in production}
         assert all(health and pid for health, pid in before.values()), before
         assert before["cp-400"][0]["version"] == "4.0.0"  # type: ignore[index]
         accept_invalid_apis(jvm_sandbox)
@@ -372,7 +373,7 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(
         assert not generator_processes(jvm_sandbox.parent)
         assert results["cutover"].startswith("cut over"), results
         # Production: the same processes, still healthy, still 4.0.0 on the sources.
-        assert {n.name: (nodes.already_healthy(n), _home_pid(n)) for n in production} == before
+        assert {n.name: (node_identity.already_healthy(n), _home_pid(n)) for n in production} == before
         # Not one of production's sessions was terminated: the same backends, before and after.
         assert _pool_pids(pg, plan.databases.apim.source, plan.databases.shared.source) == pool_before
         # Its clients saw nothing: no failed call while the rehearsal ran, and production kept writing.
@@ -399,7 +400,7 @@ def test_rehearsal_on_a_running_estate_leaves_production_serving(
         records = audit.read_records(rehearsal_plan.audit_path)
         started = [r for r in records if r.step == "start_control_plane_440" and r.outcome == "succeeded"]
         assert [r.details["node"] for r in started] == ["cp-440-rehearsal"]
-        assert all(not nodes.http_check(n.health_url, timeout=2)[0] for n in rehearsal_nodes)
+        assert all(not node_health.http_check(n.health_url, timeout=2)[0] for n in rehearsal_nodes)
         stopped = [r.details["node"] for r in records if r.step == "stop_rehearsal_node"]
         assert set(stopped) == {n.name for n in rehearsal_nodes}
         assert rehearsal_plan.databases.apim.target not in names  # its copies were dropped

@@ -25,8 +25,8 @@ import tomli_w
 from apim_upgrade.plan import GatewayGroup, NodeCommands, load_plan
 from apim_upgrade.postgres import db
 from apim_upgrade.runtime import process
-from apim_upgrade.wso2 import nodes
-from apim_upgrade.wso2.nodes import NodeError, NodeStatus
+from apim_upgrade.wso2 import node_health, node_identity, nodes
+from apim_upgrade.wso2.node_health import NodeError, NodeStatus
 from sandbox.distribution import MigrationKit, build_distribution, build_migration_kit, unpack_distribution
 
 JAVA_HOME = str(Path(os.path.realpath(shutil.which("java") or "/usr/bin/java")).parents[1])
@@ -180,7 +180,7 @@ def test_control_plane_start_stop_health_and_publisher_listing(
     result = process.run(cp400.start, timeout=30)
     assert time.monotonic() - started < 3 and result.returncode == 0
     assert cp400.health_url is not None
-    health = nodes.wait_until_healthy(cp400.health_url, TIMEOUT, 0.2, expect_version="4.0.0")
+    health = node_health.wait_until_healthy(cp400.health_url, TIMEOUT, 0.2, expect_version="4.0.0")
     pid = server_pid(home400)
     # The answer carries the node's identity: its home, its process, the databases it serves.
     assert health == {
@@ -193,22 +193,22 @@ def test_control_plane_start_stop_health_and_publisher_listing(
     assert alive(pid) and os.getsid(pid) == pid != os.getsid(0)
     assert process.run(cp400.start, timeout=30).tail == ("Process is already running",)
     assert server_pid(home400) == pid
-    ok, detail = nodes.http_check(cp400.health_url)
+    ok, detail = node_health.http_check(cp400.health_url)
     assert ok and '"version": "4.0.0"' in detail
 
     # The publisher listing equals AM_API, also when read page by page.
     with db.session(pg, plan.databases.apim.source, read_only=True) as conn:
         expected = sorted((str(n), str(v)) for n, v in db.fetch_all(conn, "SELECT api_name, api_version FROM am_api"))
     listing = f"http://127.0.0.1:{port400}/api/am/publisher/v4/apis"
-    apis = nodes.publisher_apis(listing)
+    apis = node_health.publisher_apis(listing)
     assert sorted((a["name"], a["version"]) for a in apis) == expected and len(expected) > 3
     assert {"name", "version", "provider", "context"} <= set(apis[0])
-    monkeypatch.setattr(nodes, "PAGE_SIZE", 3)
-    assert nodes.publisher_apis(listing) == apis
+    monkeypatch.setattr(node_health, "PAGE_SIZE", 3)
+    assert node_health.publisher_apis(listing) == apis
 
     # The cutover: stop 4.0.0 (down afterwards), start 4.4.0 and tell it is the 4.4.0 that answers.
     nodes.stop_node(cp400, TIMEOUT)
-    assert nodes.http_check(cp400.health_url) == (False, "connection refused")
+    assert node_health.http_check(cp400.health_url) == (False, "connection refused")
     assert not alive(pid)
     assert "Shutdown hook triggered...." in (home400 / "repository/logs/wso2carbon.log").read_text()
     assert "INFO: Halting JVM" in (home400 / "repository/logs/wso2carbon-stdout.log").read_text()
@@ -217,17 +217,17 @@ def test_control_plane_start_stop_health_and_publisher_listing(
     assert (health440["status"], health440["version"], health440["pid"]) == ("ok", "4.4.0", server_pid(home440))
     assert cp440.health_url is not None
     with pytest.raises(NodeError, match=r"answers version 4\.4\.0, expected 4\.0\.0.*old node is stopped"):
-        nodes.wait_until_healthy(cp440.health_url, 1.0, 0.2, expect_version="4.0.0")
-    apis440 = nodes.publisher_apis(f"http://127.0.0.1:{port440}/api/am/publisher/v4/apis")
+        node_health.wait_until_healthy(cp440.health_url, 1.0, 0.2, expect_version="4.0.0")
+    apis440 = node_health.publisher_apis(f"http://127.0.0.1:{port440}/api/am/publisher/v4/apis")
     assert sorted((a["name"], a["version"]) for a in apis440) == expected
 
     # restart = stop + start: a new process, healthy again; then a plain stop.
     before = server_pid(home440)
     process.run(script(home440, "restart"), timeout=30)
-    nodes.wait_until_healthy(cp440.health_url, TIMEOUT, 0.2, expect_version="4.4.0")
+    node_health.wait_until_healthy(cp440.health_url, TIMEOUT, 0.2, expect_version="4.4.0")
     assert server_pid(home440) != before and not alive(before)
     process.run(script(home440, "--stop"), timeout=30)
-    nodes.wait_until_down(cp440.health_url, TIMEOUT, 0.2)
+    node_health.wait_until_down(cp440.health_url, TIMEOUT, 0.2)
     with pytest.raises(NodeError, match=r"cp-440.*did not become healthy.*connection refused"):
         nodes.start_node(cp440.model_copy(update={"start": ["true"]}), 1.0)
 
@@ -244,7 +244,7 @@ def test_gateway_restarts_stop_at_the_first_failure(homes: Homes) -> None:
         process.run(gateway.start, timeout=30)
     for gateway in (gw1, gw2, gw3):
         assert gateway.health_url is not None
-        health = nodes.wait_until_healthy(gateway.health_url, TIMEOUT, 0.2, expect_version="4.4.0")
+        health = node_health.wait_until_healthy(gateway.health_url, TIMEOUT, 0.2, expect_version="4.4.0")
         assert {k: health[k] for k in ("status", "version", "profile")} == {
             "status": "ok",
             "version": "4.4.0",
@@ -257,7 +257,7 @@ def test_gateway_restarts_stop_at_the_first_failure(homes: Homes) -> None:
         in (home3 / "repository/logs/wso2carbon-stdout.log").read_text()
     )
     with pytest.raises(NodeError, match=r"HTTP 404"):  # a gateway has no publisher
-        nodes.publisher_apis(f"http://127.0.0.1:{port3}/api/am/publisher/v4/apis")
+        node_health.publisher_apis(f"http://127.0.0.1:{port3}/api/am/publisher/v4/apis")
     pids = [server_pid(home) for home, _ in gateways]
 
     # gw2's start command is broken: gw1 restarted, gw2 stopped and failed, gw3 never touched.
@@ -283,9 +283,9 @@ def test_gateway_restarts_stop_at_the_first_failure(homes: Homes) -> None:
     assert server_pid(gateways[0][0]) != pids[0] and not alive(pids[0])
     assert not alive(pids[1])
     assert gw3.health_url is not None
-    assert alive(pids[2]) and nodes.http_check(gw3.health_url)[0]
+    assert alive(pids[2]) and node_health.http_check(gw3.health_url)[0]
     with pytest.raises(NodeError, match=rf"127\.0\.0\.1:{port3}/health still answers .*HTTP 200"):
-        nodes.wait_until_down(gw3.health_url, 1.0, 0.2)
+        node_health.wait_until_down(gw3.health_url, 1.0, 0.2)
 
     # Two groups, the first fails: the second group is left alone.
     first = GatewayGroup(name="first", nodes=[gw1.model_copy(update={"start": ["false"]})])
@@ -296,7 +296,7 @@ def test_gateway_restarts_stop_at_the_first_failure(homes: Homes) -> None:
         ("first", "gw1", "failed"),
         ("second", "gw3", "untouched"),
     ]
-    assert alive(pids[2]) and server_pid(home3) == pids[2] and nodes.http_check(gw3.health_url)[0]
+    assert alive(pids[2]) and server_pid(home3) == pids[2] and node_health.http_check(gw3.health_url)[0]
 
     # Both groups healthy: every node restarted in order.
     process.run(gw2.start, timeout=30)
@@ -310,7 +310,7 @@ def test_gateway_restarts_stop_at_the_first_failure(homes: Homes) -> None:
 def test_failing_commands_and_bad_urls_say_what_to_do() -> None:
     nowhere = "http://127.0.0.1:9/health"  # discard port: nothing listens
     with pytest.raises(NodeError, match=r"not an http\(s\) URL"):
-        nodes.http_check("file:///etc/passwd")
+        node_health.http_check("file:///etc/passwd")
     failing = NodeCommands(
         name="cp",
         start=["sh", "-c", "exit 3"],
@@ -323,7 +323,7 @@ def test_failing_commands_and_bad_urls_say_what_to_do() -> None:
         nodes.start_node(failing, 5)
     nodes.stop_node(failing, 5)  # nothing answers: down at once
     with pytest.raises(NodeError, match=r"publisher listing .*connection refused; check that the control plane"):
-        nodes.publisher_apis("http://127.0.0.1:9/api/am/publisher/v4/apis")
+        node_health.publisher_apis("http://127.0.0.1:9/api/am/publisher/v4/apis")
 
 
 def test_identify_a_server_without_identity_by_its_process(tmp_path: Path, homes: Homes) -> None:
@@ -342,16 +342,16 @@ def test_identify_a_server_without_identity_by_its_process(tmp_path: Path, homes
     )
     try:
         plain = node("cp", home, port).model_copy(update={"health_url": f"http://127.0.0.1:{port}/"})
-        nodes.wait_until_healthy(plain.health_url, TIMEOUT, 0.2)
-        ours = nodes.identify(plain.model_copy(update={"carbon_home": str(home)}))
+        node_health.wait_until_healthy(plain.health_url, TIMEOUT, 0.2)
+        ours = node_identity.identify(plain.model_copy(update={"carbon_home": str(home)}))
         assert (ours.identity_from, ours.carbon_home, ours.pid) == ("process", str(home), server.pid)
         assert ours.matches_plan and ours.line().startswith(f"cp: running (version not reported) (home {home}")
-        theirs = nodes.identify(plain.model_copy(update={"carbon_home": str(other)}))
+        theirs = node_identity.identify(plain.model_copy(update={"carbon_home": str(other)}))
         assert theirs.stray and f"it runs from {home}, the plan's home is {other}" in theirs.why
         with pytest.raises(NodeError, match=rf"answered by .*home {home}, pid {server.pid}.*nothing was stopped"):
             nodes.stop_checked(plain.model_copy(update={"carbon_home": str(other)}), 5)
         assert server.poll() is None  # never stopped
-        down = nodes.identify(node("cp", home, homes._free_port()))
+        down = node_identity.identify(node("cp", home, homes._free_port()))
         assert not down.answering and down.line() == "cp: down"
     finally:
         server.terminate()

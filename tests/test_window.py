@@ -19,7 +19,7 @@ from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db
 from apim_upgrade.proof import audit
 from apim_upgrade.proof.ledger import read_ledger
-from apim_upgrade.wso2 import nodes
+from apim_upgrade.wso2 import node_health, node_identity
 from flows.cutover import rollback
 from flows.upgrade_apim import upgrade_apim
 from sandbox.demo import accept_invalid_apis
@@ -115,7 +115,7 @@ def test_a_cutover_inside_its_window_loses_nothing_and_measures_the_window(estat
 
     assert results["cutover"].startswith("cut over"), results
     assert results["window"].startswith("open (approved by unattended"), results
-    assert '"4.4.0"' in nodes.http_check(cp440.health_url)[1]
+    assert '"4.4.0"' in node_health.http_check(cp440.health_url)[1]
     # The order: nothing copied before the window opened, copies only after 4.0.0 stopped.
     steps = [(r.phase, r.step) for r in audit.read_records(plan.audit_path)]
     assert steps.index(("window", "fence_sources")) < steps.index(("prepare-databases", "preflight"))
@@ -143,7 +143,7 @@ def test_a_cutover_inside_its_window_loses_nothing_and_measures_the_window(estat
     assert shown is not None and isinstance(shown.data, str)
     assert "### Expected window" in shown.data and "No successful rehearsal" in shown.data
     assert "apim-upgrade rollback" in shown.data
-    assert '"4.0.0"' not in nodes.http_check(cp400.health_url)[1]
+    assert '"4.0.0"' not in node_health.http_check(cp400.health_url)[1]
     report = (plan.work_dir / "reports" / "report.html").read_text()
     assert "Window" in report and "after-start" in report
     assert 'aria-label="Traffic ledger: ' in report and "cutover window" in report  # charted, window shaded
@@ -178,18 +178,18 @@ def test_rollback_from_inside_the_window(estate: Path, pg: db.PgServer, until: s
     assert plan.cutover is not None
     cp400 = plan.cutover.control_plane_400[0]
     upgrade_apim(plan=str(estate), mode="cutover", until_phase=until)
-    assert not nodes.http_check(cp400.health_url, timeout=2)[0]  # 4.0.0 stopped, window open
+    assert not node_health.http_check(cp400.health_url, timeout=2)[0]  # 4.0.0 stopped, window open
     assert window.read_state(plan) is not None
     assert not _insert_works(pg, plan.databases.apim.source)  # writes are refused in the window
 
     rolled = rollback(plan_path=str(estate), confirmed=True)
     assert "sources writable again" in rolled, rolled
-    assert nodes.identify(cp400).matches_plan  # 4.0.0 serves again on the untouched sources
+    assert node_identity.identify(cp400).matches_plan  # 4.0.0 serves again on the untouched sources
     assert _insert_works(pg, plan.databases.apim.source)
     assert window.read_state(plan) is None  # a later cutover asks for approval again
     for group in plan.cutover.gateway_groups:
         for gateway in group.nodes:
-            assert gateway.replaces is not None and nodes.identify(gateway.replaces).matches_plan
+            assert gateway.replaces is not None and node_identity.identify(gateway.replaces).matches_plan
 
 
 def test_a_440_that_cannot_start_is_reported_at_once_with_the_way_back(
@@ -215,7 +215,7 @@ def test_a_440_that_cannot_start_is_reported_at_once_with_the_way_back(
     assert time.monotonic() - started < 280
 
     rolled = rollback(plan_path=str(estate), confirmed=True)
-    assert nodes.identify(plan.cutover.control_plane_400[0]).matches_plan, rolled
+    assert node_identity.identify(plan.cutover.control_plane_400[0]).matches_plan, rolled
     assert _insert_works(pg, plan.databases.apim.source)
 
 

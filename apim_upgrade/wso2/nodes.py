@@ -1,475 +1,42 @@
-"""Control-plane and gateway nodes: stop, start, health checks, rolling restarts.
+"""Control-plane and gateway nodes: stop, start, checked acts, rolling restarts, log watch.
 
-The tool never assumes how a node is managed: each node's start and stop are
-argument lists from the plan (systemctl, ssh, kubectl, api-manager.sh ...) run
-through the one process wrapper, and "down" / "healthy" are judged only by the
-node's health URL. Which server answers that URL is ``identify``'s question: the
-identity the health answer carries (home, pid, databases) or, for a node on this
-host, the process behind the port; a healthy answer from another home is never
-taken for the plan's node. HTTP is urllib's (no new dependency); certificate checks stay
-on unless a caller passes ``insecure=True`` on purpose.
+The tool never assumes how a node is managed: each node's start and stop are argument
+lists from the plan (systemctl, ssh, kubectl, api-manager.sh ...) run through the one
+process wrapper; "down" and "healthy" come from ``node_health``, and who answers a node's
+URL from ``node_identity``: every act first checks that the server it would touch is the
+plan's node.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import signal
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.plan import GatewayGroup, GatewayNode, NodeCommands
 from apim_upgrade.runtime import process
+from apim_upgrade.wso2.node_health import (
+    NodeError,
+    NodeState,
+    NodeStatus,
+    summary,
+    wait_until_down,
+    wait_until_healthy,
+)
+from apim_upgrade.wso2.node_identity import NodeIdentity, already_healthy, identify, is_local, process_home, same_node
 
-NodeState = Literal["untouched", "stopping", "stopped", "starting", "healthy", "failed"]
-IdentitySource = Literal["health answer", "process", "pid file", "none"]
-PAGE_SIZE = 100  # publisher listing page; the product's default is 25
 # Health polling of stop_node/start_node: a stand-in stops in a fraction of a second, a real
 # node in tens of seconds; half a second costs neither much.
 POLL_SECONDS = 0.5
-_DETAIL_CHARS = 200
-_Probe = Literal["up", "answering", "down", "error"]
-
-
-class NodeError(ApimUpgradeError):
-    """A node did not stop, start or become healthy; says which node, what ran and what to do.
-
-    ``statuses`` holds every node's state when a (rolling) restart stopped early.
-    """
-
-    def __init__(self, message: str, statuses: list[NodeStatus] | None = None) -> None:
-        super().__init__(message)
-        self.statuses = list(statuses or [])
-
-    def __reduce__(self) -> tuple[type, tuple[str, list[NodeStatus]]]:
-        # Prefect pickles task failures; keep the statuses across that trip.
-        return (type(self), (str(self), self.statuses))
-
-
-@dataclass
-class NodeStatus:
-    name: str
-    group: str
-    state: NodeState
-    detail: str = ""
 
 
 def _no_status(status: NodeStatus) -> None:
     """Default ``on_status``: nobody listens."""
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-@dataclass(frozen=True)
-class _Answer:
-    kind: _Probe  # up: 2xx; answering: another status; down: nothing listens; error: cannot tell
-    detail: str
-    body: Any = None  # the parsed JSON of a 2xx answer (None if it was not JSON)
-    text: str = ""
-
-
-def _opener(url: str, insecure: bool) -> urllib.request.OpenerDirector:
-    scheme = urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        # urlopen would also read file:// and ftp:// URLs; a health URL is never one.
-        raise NodeError(f"{url!r} is not an http(s) URL; fix health_url / the publisher URL in the plan")
-    context = ssl.create_default_context()
-    if insecure:
-        # Only on an explicit request: nodes behind the product's self-signed certificate.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
-
-
-def _probe(url: str, timeout: float, insecure: bool = False, token: str | None = None) -> _Answer:
-    opener = _opener(url, insecure)  # refuses anything but http(s) before a request exists
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with opener.open(request, timeout=timeout) as reply:
-            status, text = reply.status, reply.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:  # a non-2xx answer: the server is there, not healthy
-        try:
-            text = exc.read().decode("utf-8", "replace") if exc.fp is not None else ""
-        except (OSError, http.client.HTTPException):
-            text = ""  # the status line is the answer; a body cut short adds nothing
-        return _Answer("answering", f"HTTP {exc.code} {_summary(text)}".rstrip(), text=text)
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, ssl.SSLError):
-            return _Answer("error", f"TLS error: {reason}")
-        if isinstance(reason, (ConnectionError, TimeoutError)):  # refused, reset, aborted, timed out
-            return _Answer("down", _error_text(reason))
-        return _Answer("error", _error_text(reason) if isinstance(reason, BaseException) else str(reason))
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-        # Raised while reading: the server went away mid-answer (it is stopping).
-        return _Answer("down", _error_text(exc))
-    try:
-        body = json.loads(text) if text.strip() else None
-    except json.JSONDecodeError:
-        body = None
-    return _Answer("up", f"HTTP {status} {_summary(text)}".rstrip(), body, text)
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return "no answer (timed out)"
-    return f"{type(exc).__name__}: {exc}".rstrip(": ")
-
-
-def _summary(text: str) -> str:
-    """A short one-line form of a reply body for messages and status details."""
-    try:
-        text = json.dumps(json.loads(text), separators=(", ", ": "))
-    except json.JSONDecodeError:
-        text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
-
-
-def http_check(url: str, timeout: float = 5.0, *, insecure: bool = False) -> tuple[bool, str]:
-    """GET ``url``: (True, summary) on a 2xx answer, else (False, status and body or the error)."""
-    answer = _probe(url, timeout, insecure)
-    return answer.kind == "up", answer.detail
-
-
-def wait_until_down(url: str, timeout: float, interval: float = 1.0, *, insecure: bool = False) -> None:
-    """Return once nothing answers at ``url`` (connection refused, reset or timed out).
-
-    Any HTTP answer, even an error status or another version's, means a server is still
-    there: "down" is never inferred from who answers (``identify`` says who that is).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = _probe(url, min(max(deadline - time.monotonic(), 0.5), 5.0), insecure)
-        if answer.kind == "down":
-            return
-        if time.monotonic() + interval > deadline:
-            raise NodeError(
-                f"{url} still answers after {timeout:.0f} s (last answer: {answer.detail}); the node did not "
-                "stop: check its stop command and logs, stop it by hand if need be, then rerun"
-            )
-        time.sleep(interval)
-
-
-def already_healthy(node: NodeCommands, *, insecure: bool = False) -> dict[str, Any] | None:
-    """The node's health answer if it already answers healthy with its expected version, else None."""
-    if not node.health_url:
-        return None
-    answer = _probe(node.health_url, 5.0, insecure)
-    if answer.kind != "up" or not isinstance(answer.body, dict):
-        return None
-    if node.expect_version is not None and answer.body.get("version") != node.expect_version:
-        return None
-    home = answer.body.get("carbon_home")
-    if node.carbon_home and isinstance(home, str) and not _same_path(home, node.carbon_home):
-        return None  # healthy, but another home's server
-    return answer.body
-
-
-def wait_until_healthy(
-    url: str,
-    timeout: float,
-    interval: float = 1.0,
-    expect_version: str | None = None,
-    *,
-    insecure: bool = False,
-    give_up: Callable[[], str | None] | None = None,
-) -> dict[str, Any]:
-    """The health answer's JSON once ``url`` answers 2xx (and reports ``expect_version``, if given).
-
-    A node answering with another version is waited for too (an old control plane
-    may still be going down); a non-JSON 2xx body comes back as ``{"body": text}``.
-    ``give_up``, asked between probes, ends the wait at once with its reason (a fatal log line).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        reason = give_up() if give_up is not None else None
-        if reason is not None:
-            raise NodeError(reason)
-        answer = _probe(url, min(max(deadline - time.monotonic(), 0.5), 5.0), insecure)
-        problem = answer.detail
-        if answer.kind == "up":
-            body: dict[str, Any] = answer.body if isinstance(answer.body, dict) else {"body": answer.text[:500]}
-            if expect_version is None or body.get("version") == expect_version:
-                return body
-            problem = f"answers version {body.get('version', '(none reported)')}, expected {expect_version}"
-        if time.monotonic() + interval > deadline:
-            advice = (
-                "another version still serves this URL: make sure the old node is stopped and the URL is the new one's"
-                if answer.kind == "up"
-                else "check the node's logs (repository/logs/wso2carbon.log) and its start command"
-            )
-            raise NodeError(f"{url} not healthy within {timeout:.0f} s (last answer: {problem}); {advice}")
-        time.sleep(interval)
-
-
-def publisher_apis(
-    url: str, timeout: float = 10.0, *, token: str | None = None, insecure: bool = False
-) -> list[dict[str, Any]]:
-    """Every API of a publisher listing (``.../api/am/publisher/v4/apis``), page by page.
-
-    Pages with ``limit``/``offset`` while the answer carries ``pagination.total``;
-    an answer without it is taken as the whole listing. ``token``: a bearer token
-    (the product's publisher API needs one; the stand-in does not).
-    """
-    apis: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page_url = _with_query(url, limit=PAGE_SIZE, offset=offset)
-        answer = _probe(page_url, timeout, insecure, token)
-        if answer.kind != "up":
-            raise NodeError(
-                f"publisher listing {page_url} failed: {answer.detail}; check that the control plane is up "
-                "and the URL (and token) are right"
-            )
-        body = answer.body
-        if not isinstance(body, dict) or not isinstance(body.get("list"), list):
-            raise NodeError(
-                f"publisher listing {page_url} answered {answer.detail}, not a listing "
-                '({"count", "list": [...]}); point the URL at .../api/am/publisher/v4/apis'
-            )
-        page = [item for item in body["list"] if isinstance(item, dict)]
-        apis.extend(page)
-        pagination = body.get("pagination")
-        if not isinstance(pagination, dict) or not isinstance(pagination.get("total"), int):
-            return apis
-        if pagination.get("offset", offset) != offset:
-            # A server ignoring offset would hand out the first page forever.
-            raise NodeError(f"publisher listing {page_url} ignored offset={offset}; cannot page through it")
-        offset += len(page)
-        if not page or offset >= pagination["total"]:
-            return apis
-
-
-def _with_query(url: str, **params: int) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in params]
-    query += [(k, str(v)) for k, v in params.items()]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-# --------------------------------------------------------------------------- identity
-
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_TCP_LISTEN = "0A"
-
-
-@dataclass(frozen=True)
-class NodeIdentity:
-    """What really answers a node's health URL, judged against the plan's node.
-
-    ``matches_plan``: the answering server is the plan's node (its home, its version, and the
-    databases the caller expects, as far as the answer tells); ``why`` says what was compared
-    or what differs. Nothing answering is never a match (``answering`` is False).
-    """
-
-    node: str
-    url: str
-    answering: bool  # any HTTP answer (or one that cannot be read): a server holds the URL
-    healthy: bool
-    status: str  # the health answer's status ("ok", "starting", ...) or the probe's detail
-    version: str | None = None
-    profile: str | None = None
-    carbon_home: str | None = None
-    pid: int | None = None
-    databases: dict[str, str | None] = field(default_factory=dict)
-    identity_from: IdentitySource = "none"
-    matches_plan: bool = False
-    why: str = ""
-
-    @property
-    def stray(self) -> bool:
-        """A server answers this node's URL and it is not the plan's node."""
-        return self.answering and not self.matches_plan
-
-    def server(self) -> str:
-        """The answering server in a few words: '4.0.0 on wso2_am_db, wso2_shared_db (home /x, pid 12)'."""
-        if not self.answering:
-            return "nothing"
-        text = self.version or "(version not reported)"
-        if self.databases:
-            text += " on " + ", ".join(str(name or "H2") for name in self.databases.values())
-        where = [f"home {self.carbon_home}"] if self.carbon_home else []
-        where += [f"pid {self.pid}"] if self.pid else []
-        return text + (f" ({', '.join(where)})" if where else " (identity not reported)")
-
-    def line(self) -> str:
-        """One line for people: 'cp-400: running 4.0.0 on wso2_am_db (home ..., pid ...)', 'cp-440: down'."""
-        if not self.answering:
-            return f"{self.node}: down"
-        state = "running" if self.healthy else f"answering ({self.status})"
-        if self.matches_plan:
-            return f"{self.node}: {state} {self.server()}"
-        return f"{self.node}: its URL is answered by another server, {self.server()}: {self.why}"
-
-    def record(self) -> dict[str, Any]:
-        """The facts for the audit trail."""
-        return {**asdict(self), "line": self.line()}
-
-
-def identify(node: NodeCommands, *, databases: Sequence[str] | None = None, insecure: bool = False) -> NodeIdentity:
-    """Which server answers ``node``'s health URL, and is it the plan's node?
-
-    Identity comes from the health answer (``carbon_home``, ``pid``, ``databases``) when it
-    carries one; else, for a node on this host with ``carbon_home`` set, from the process that
-    listens on the URL's port (its CARBON_HOME from /proc), or failing that from
-    ``<carbon_home>/wso2carbon.pid`` (a live process naming that home). ``databases``: the
-    database names the node must serve (checked when the answer names its databases).
-    """
-    answer = _probe(node.health_url, 5.0, insecure)
-    if answer.kind == "down":
-        return NodeIdentity(node.name, node.health_url, False, False, answer.detail, why="nothing answers")
-    body = answer.body if isinstance(answer.body, dict) else {}
-    facts: dict[str, Any] = {
-        "version": _text(body.get("version")),
-        "profile": _text(body.get("profile")),
-        "carbon_home": _text(body.get("carbon_home")),
-        "pid": body.get("pid") if isinstance(body.get("pid"), int) else None,
-        "databases": {str(k): _text(v) for k, v in body["databases"].items()}
-        if isinstance(body.get("databases"), dict)
-        else {},
-        "identity_from": "health answer" if _text(body.get("carbon_home")) else "none",
-    }
-    if facts["identity_from"] == "none" and node.carbon_home and _is_local(node.health_url):
-        facts.update(_local_identity(node.health_url, node.carbon_home))
-    status = _text(body.get("status")) or answer.detail
-    problems, checked = _differences(node, facts, databases)
-    if answer.kind == "error":
-        problems.insert(0, f"cannot tell what answers ({answer.detail})")
-    why = "; ".join(problems) if problems else "same " + ", ".join(checked) if checked else "nothing to compare"
-    return NodeIdentity(
-        node.name, node.health_url, True, answer.kind == "up", status, **facts, matches_plan=not problems, why=why
-    )
-
-
-def same_node(identity: NodeIdentity, node: NodeCommands) -> bool:
-    """Is the server behind ``identity`` the plan's ``node`` (same home, or same version if no home is known)?"""
-    if not identity.answering:
-        return False
-    return not _differences(node, asdict(identity), None)[0]
-
-
-def _differences(
-    node: NodeCommands, facts: dict[str, Any], databases: Sequence[str] | None
-) -> tuple[list[str], list[str]]:
-    """(what differs from the plan's node, what was compared and agreed)."""
-    problems: list[str] = []
-    checked: list[str] = []
-    if node.expect_version is not None:
-        if facts["version"] != node.expect_version:
-            reported = facts["version"] or "(none)"
-            problems.append(f"it reports version {reported}, the plan expects {node.expect_version}")
-        else:
-            checked.append("version")
-    if node.carbon_home and facts["carbon_home"]:
-        if not _same_path(node.carbon_home, facts["carbon_home"]):
-            problems.append(f"it runs from {facts['carbon_home']}, the plan's home is {node.carbon_home}")
-        else:
-            checked.append("home")
-    elif node.carbon_home and facts["identity_from"] == "none" and _is_local(node.health_url):
-        problems.append(f"no process of the plan's home {node.carbon_home} runs (wso2carbon.pid names none)")
-    if databases is not None and facts["databases"]:
-        served = [str(name) for name in facts["databases"].values()]
-        if sorted(served) != sorted(databases):
-            shown = ", ".join(str(name or "H2") for name in facts["databases"].values())
-            problems.append(f"it serves {shown}, the plan expects {', '.join(databases)}")
-        else:
-            checked.append("databases")
-    return problems, checked
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, (str, int, float)) and str(value) else None
-
-
-def _same_path(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _is_local(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in _LOCAL_HOSTS
-
-
-def _local_identity(url: str, carbon_home: str) -> dict[str, Any]:
-    """Who answers ``url`` on this host: the listener of its port, else the plan home's pid file."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    pid = _listener_pid(port)
-    if pid is not None:
-        home = _process_home(pid)
-        if home is not None:
-            return {"carbon_home": home, "pid": pid, "identity_from": "process"}
-    pid_file = Path(carbon_home) / "wso2carbon.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return {}
-    home = _process_home(pid)
-    if home is not None and _same_path(home, carbon_home):
-        return {"carbon_home": home, "pid": pid, "identity_from": "pid file"}
-    return {}
-
-
-def _listener_pid(port: int) -> int | None:
-    """The process listening on TCP ``port`` here (None if /proc does not let us see it)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) > 9 and cols[3] == _TCP_LISTEN and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{cols[9]}]")
-    if not inodes:
-        return None
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
-                return int(proc.name)
-        except OSError:
-            continue  # gone, or another user's
-    return None
-
-
-def _process_home(pid: int) -> str | None:
-    """A live process's CARBON_HOME: its environment, else its command line (-Dcarbon.home=, --carbon-home)."""
-    proc = Path(f"/proc/{pid}")
-    try:
-        args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
-    except OSError:
-        return None
-    if not args:
-        return None  # a zombie
-    try:
-        for item in (proc / "environ").read_bytes().split(b"\0"):
-            if item.startswith(b"CARBON_HOME="):
-                return item.split(b"=", 1)[1].decode(errors="replace")
-    except OSError:
-        pass  # another user's environment: the command line may still say it
-    for i, arg in enumerate(args):
-        if arg.startswith("-Dcarbon.home="):
-            return arg.split("=", 1)[1]
-        if arg == "--carbon-home" and i + 1 < len(args):
-            return args[i + 1]
-    return None
 
 
 def stop_other_home(node: NodeCommands, found: NodeIdentity, timeout: float, *, insecure: bool = False) -> str:
@@ -486,7 +53,7 @@ def stop_other_home(node: NodeCommands, found: NodeIdentity, timeout: float, *, 
         argv = [arg.replace(node.carbon_home, found.carbon_home) for arg in node.stop]
         how = f"`{' '.join(argv)}`"
         _run_command(node.model_copy(update={"stop": argv}), "stop", timeout)
-    elif found.pid and _is_local(node.health_url) and _process_home(found.pid) == found.carbon_home:
+    elif found.pid and is_local(node.health_url) and process_home(found.pid) == found.carbon_home:
         how = f"SIGTERM to pid {found.pid}"
         try:
             os.kill(found.pid, signal.SIGTERM)
@@ -676,7 +243,7 @@ def _restart(
             step = "start"
             report(status, "starting")
             health = start_node(node, timeout, insecure=insecure)
-            report(status, "healthy", _summary(json.dumps(health)) if health else "start command succeeded")
+            report(status, "healthy", summary(json.dumps(health)) if health else "start command succeeded")
         except NodeError as exc:
             report(status, "failed", f"{step} failed: {exc}")
             raise NodeError(_restart_failure(status, statuses, "restart"), statuses) from None
