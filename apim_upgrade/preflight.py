@@ -13,7 +13,8 @@ from pathlib import Path
 
 from apim_upgrade.errors import ApimUpgradeError, PreflightError
 from apim_upgrade.phases import PhaseInput, inputs_of
-from apim_upgrade.plan import MigrationEnvironmentSection, Plan
+from apim_upgrade.plan import Plan
+from apim_upgrade.plan.sections import MigrationEnvironmentSection
 from apim_upgrade.postgres import db, queries, snapshot_copy, sqlscript
 from apim_upgrade.postgres.copies import CopyState, copy_state
 from apim_upgrade.proof.audit import pending_copies

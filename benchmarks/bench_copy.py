@@ -27,7 +27,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from apim_upgrade.plan import DatabasePair, load_plan
+from apim_upgrade.plan import load_plan
+from apim_upgrade.plan.sections import DatabasePair
 from apim_upgrade.postgres import db, snapshot_copy
 from benchmarks.common import Context, Row, drop_targets, run_measured, target_at
 

@@ -68,7 +68,7 @@ def rollback(plan_path: str, confirmed: bool = False) -> str:
     """
     from apim_upgrade.errors import ApimUpgradeError
     from apim_upgrade.estate_lock import estate_lock
-    from apim_upgrade.plan import Strategy
+    from apim_upgrade.plan.sections import Strategy
 
     plan = load_plan(plan_path)
     if plan.strategy is not Strategy.SIDE_BY_SIDE:

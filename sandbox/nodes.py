@@ -26,7 +26,7 @@ from typing import Any
 
 import tomli_w
 
-from apim_upgrade.plan import CutoverSection, NodeCommands
+from apim_upgrade.plan.nodes import CutoverSection, NodeCommands
 from apim_upgrade.runtime import process
 from apim_upgrade.wso2.config_render import env, jdbc_url
 from sandbox.distribution.build import unpack_distribution

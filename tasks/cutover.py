@@ -15,7 +15,9 @@ from pydantic import ConfigDict, Field, model_validator
 
 from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.phases import CUTOVER
-from apim_upgrade.plan import CutoverSection, NodeCommands, Plan, Strategy
+from apim_upgrade.plan import Plan
+from apim_upgrade.plan.nodes import CutoverSection, NodeCommands
+from apim_upgrade.plan.sections import Strategy
 from apim_upgrade.postgres import db
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
 from apim_upgrade.proof.steps import audited_step

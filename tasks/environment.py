@@ -11,7 +11,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from apim_upgrade.errors import ApimUpgradeError, PlanError
 from apim_upgrade.phases import CLEANUP, MIGRATION_ENVIRONMENT
-from apim_upgrade.plan import MigrationEnvironmentSection, Plan
+from apim_upgrade.plan import Plan
+from apim_upgrade.plan.sections import MigrationEnvironmentSection
 from apim_upgrade.postgres import copies, history
 from apim_upgrade.proof.steps import audited_step
 from apim_upgrade.wso2 import config_render, distribution

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from apim_upgrade.plan import GatewayGroup, NodeCommands, load_plan
+from apim_upgrade.plan import load_plan
+from apim_upgrade.plan.nodes import GatewayGroup, NodeCommands
 from apim_upgrade.postgres import db
 from apim_upgrade.runtime import process
 from apim_upgrade.wso2 import node_health, node_identity, nodes

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from apim_upgrade.errors import PlanError
-from apim_upgrade.plan import Strategy, load_plan
+from apim_upgrade.plan import load_plan
+from apim_upgrade.plan.sections import Strategy
 
 VALID = """
 name = "prod"

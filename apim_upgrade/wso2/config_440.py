@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apim_upgrade.plan import Plan, Target440Section
+from apim_upgrade.plan import Plan
+from apim_upgrade.plan.sections import Target440Section
 from apim_upgrade.wso2.config_render import env, flatten, jdbc_url
 from apim_upgrade.wso2.distribution import DistributionError
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import tomli_w
 
-from apim_upgrade.plan import KeystoreSection, MigrationEnvironmentSection, Plan
+from apim_upgrade.plan import Plan
+from apim_upgrade.plan.sections import KeystoreSection, MigrationEnvironmentSection
 from apim_upgrade.redact import MASK
 from apim_upgrade.wso2.distribution import LIB_DIR, SECURITY_DIR, DistributionError
 

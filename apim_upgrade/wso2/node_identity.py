@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from apim_upgrade.plan import NodeCommands
+from apim_upgrade.plan.nodes import NodeCommands
 from apim_upgrade.wso2.node_health import probe
 
 IdentitySource = Literal["health answer", "process", "pid file", "none"]

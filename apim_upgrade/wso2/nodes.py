@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from apim_upgrade.plan import GatewayGroup, GatewayNode, NodeCommands
+from apim_upgrade.plan.nodes import GatewayGroup, GatewayNode, NodeCommands
 from apim_upgrade.runtime import process
 from apim_upgrade.wso2.node_health import (
     NodeError,
