@@ -31,6 +31,7 @@ from apim_upgrade.runtime import process
 from apim_upgrade.wso2.config_render import env, jdbc_url
 from sandbox.distribution.build import unpack_distribution
 from sandbox.errors import SandboxError
+from sandbox.processes import processes_of
 
 SERVLET_PORT = 9763
 GATEWAYS = {"internal": ["gw-internal-1", "gw-internal-2"], "external": ["gw-external-1"]}
@@ -274,16 +275,4 @@ def stop_everything(directory: Path) -> list[str]:
 
 def standin_processes(directory: Path) -> list[int]:
     """PIDs of stand-in servers whose ``--carbon-home`` lies inside ``directory``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
-        except OSError:
-            continue
-        if "sandbox.distribution.server" in args and "--carbon-home" in args:
-            home = args[args.index("--carbon-home") + 1]
-            if Path(home).is_relative_to(directory):
-                pids.append(int(proc.name))
-    return pids
+    return processes_of("sandbox.distribution.server", "--carbon-home", directory)

@@ -47,6 +47,7 @@ from apim_upgrade.postgres.address import PgServer
 from apim_upgrade.proof import ledger
 from apim_upgrade.runtime import process
 from sandbox.errors import SandboxError
+from sandbox.processes import processes_of
 
 LEDGER_NAME = "traffic.jsonl"  # when the plan names none
 PID_NAME = "traffic.pid"
@@ -276,19 +277,7 @@ def running(directory: Path) -> int | None:
 
 def generator_processes(directory: Path) -> list[int]:
     """Pids of traffic generators whose plan lies inside ``directory``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
-        except OSError:
-            continue
-        if "sandbox.traffic" in args and "--plan" in args and process.detached_running(int(proc.name)):
-            plan = args[args.index("--plan") + 1] if args.index("--plan") + 1 < len(args) else ""
-            if plan and Path(plan).resolve().is_relative_to(directory.resolve()):
-                found.append(int(proc.name))
-    return found
+    return [pid for pid in processes_of("sandbox.traffic", "--plan", directory) if process.detached_running(pid)]
 
 
 def start_traffic(
