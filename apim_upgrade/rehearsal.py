@@ -18,6 +18,7 @@ import tomli_w
 from apim_upgrade.errors import ApimUpgradeError, PlanError
 from apim_upgrade.plan import Plan, load_plan, replace_in_strings
 from apim_upgrade.postgres import bookkeeping, db, queries
+from apim_upgrade.wso2 import nodes
 
 _REHEARSAL_NAME = re.compile(r"_rehearsal_\d{8}$")
 
@@ -47,6 +48,36 @@ def refuse_if_cut_over(plan: Plan) -> None:
             "of it proves nothing; pause its rehearsal schedule (`prefect deployment schedule pause`) or, after a "
             "rollback, rehearse again"
         )
+
+
+def nothing_to_roll_back(plan: Plan) -> str | None:
+    """Before a rollback touches any node: a rehearsal whose copies are dropped has nothing of its own to undo.
+
+    Returns the one line saying so, or None when the rollback has work to do (not a rehearsal
+    plan, or a copy of the rehearsal still exists). A rehearsal whose copies are dropped while
+    one of its 4.4.0 nodes still answers is refused here, before anything is stopped or started.
+    """
+    if not is_rehearsal_plan(plan) or plan.cutover is None:
+        return None
+    targets = [pair.target for pair in plan.databases.roles().values()]
+    with db.session(plan.server(), plan.postgres.maintenance_db, read_only=True) as conn:
+        if db.fetch_all(conn, queries.DATABASE_INFO, (targets,)):
+            return None  # the rehearsal's copies are there: its cutover may have switched its nodes
+    section = plan.cutover
+    own_440 = [(n, section.control_plane_400) for n in section.control_plane_440]
+    own_440 += [(n, [n.replaces] if n.replaces else []) for g in section.gateway_groups for n in g.nodes]
+    for node, predecessors in own_440:
+        found = nodes.identify(node)
+        if found.answering and not any(nodes.same_node(found, p) for p in predecessors):
+            raise ApimUpgradeError(
+                f"rehearsal '{plan.name}': its copies {', '.join(targets)} are dropped, yet {node.health_url} of "
+                f"its node '{node.name}' is answered by {found.server()}; rollback did nothing: stop that "
+                f"server ({' '.join(node.stop)}), nothing else of the rehearsal is left to roll back"
+            )
+    return (
+        f"nothing to roll back: rehearsal '{plan.name}' has dropped its copies ({', '.join(targets)}) and none of "
+        "its 4.4.0 nodes is running; no node was stopped or started"
+    )
 
 
 def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
