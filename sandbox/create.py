@@ -16,10 +16,10 @@ import tomli_w
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db, queries
 from apim_upgrade.wso2.distribution import ddl_file
-from sandbox import queries as sandbox_queries
 from sandbox.errors import SandboxError
 from sandbox.estate import EstateSummary, build_estate, drop_estate
 from sandbox.nodes import build_nodes, stop_everything
+from sandbox.roles import create_node_role, drop_node_role, ensure_owner, node_role_name
 
 OWNER = "wso2_apim"
 PASSWORD_ENV = "APIM_UPGRADE_PG_PASSWORD"
@@ -39,29 +39,6 @@ def sandbox_names(prefix: str) -> dict[str, str]:
         "apim_target": f"{prefix}_am",
         "shared_target": f"{prefix}_shared",
     }
-
-
-def ensure_role(server: db.PgServer, role: str) -> bool:
-    """Make sure the owner role exists; True when the stand-in JVM can log in as it.
-
-    A role this tool created (marked by its comment) is ours to change; any other
-    role of that name is used as it is.
-    """
-    with db.session(server, "postgres", autocommit=True) as conn:
-        info = db.fetch_one(conn, sandbox_queries.ROLE_INFO, (role,))
-        try:
-            if info is None:
-                db.execute(conn, sandbox_queries.create_role(role))
-                db.execute(conn, sandbox_queries.comment_on_role(role, sandbox_queries.SANDBOX_ROLE_COMMENT))
-                return True
-            if not info[0] and info[1] == sandbox_queries.SANDBOX_ROLE_COMMENT:
-                db.execute(conn, sandbox_queries.allow_login(role))
-                return True
-        except db.PgError as exc:
-            if exc.sqlstate != "42710":  # created concurrently by another sandbox
-                raise SandboxError(f"cannot create role {role}: {db.describe_pg_error(exc)}") from None
-            return True
-        return bool(info[0])
 
 
 def create_sandbox(
@@ -88,7 +65,7 @@ def create_sandbox(
     if not re.fullmatch(r"[A-Za-z0-9_]{1,40}", prefix):
         raise SandboxError(f"sandbox prefix '{prefix}' must be 1-40 letters, digits or underscores")
     names = sandbox_names(prefix)
-    owner_can_login = ensure_role(server, OWNER)
+    ensure_owner(server, OWNER)
     summary = build_estate(
         server,
         apim_db=names["apim_source"],
@@ -98,10 +75,11 @@ def create_sandbox(
         owner=OWNER,
     )
     try:
-        _write_plan(directory, plan_path, prefix, names, server, summary, dbscripts, with_distribution, owner_can_login)
+        _write_plan(directory, plan_path, prefix, names, server, summary, dbscripts, with_distribution)
     except BaseException:
         # Nothing half-written: no estate without its plan, no plan without its estate.
         drop_estate(server, names["apim_source"], names["shared_source"])
+        drop_node_role(server, node_role_name(prefix))
         plan_path.unlink(missing_ok=True)
         raise
     return plan_path, summary
@@ -116,15 +94,15 @@ def _write_plan(
     summary: EstateSummary,
     dbscripts: Path | None,
     with_distribution: bool,
-    owner_can_login: bool,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     plan = _plan_document(prefix, names, server)
     if with_distribution:
-        # The JVM logs in as the estate's owner (as WSO2's own user does), so whatever it creates
-        # is owned like the rest of the schema; trust/peer setups only, else the maintenance user.
-        jvm_user = OWNER if owner_can_login and server.password is None else server.user
-        me = _migration_environment(directory, server, dbscripts, jvm_user)
+        # The nodes and the migration JVM log in as a role of their own (acting as the estate's
+        # owner, so whatever they create is owned like the rest of the schema), never as the
+        # maintenance user: its password is never written for them.
+        jvm_user = node_role_name(prefix)
+        me = _migration_environment(directory, dbscripts, jvm_user, create_node_role(server, jvm_user, OWNER))
         plan["migration_environment"] = me
         plan["schema_upgrade"] = _schema_upgrade(directory, server, dbscripts)
         sections = build_nodes(
@@ -162,6 +140,8 @@ def destroy_sandbox(plan_path: Path) -> list[str]:
         targets = [p.target for p in plan.databases.roles().values()]
         names += targets + rehearsal_copies(plan.server(), targets)
         drop_estate(plan.server(), *names)
+        if plan.migration_environment is not None:  # the nodes' own login role, once its databases are gone
+            drop_node_role(plan.server(), plan.migration_environment.db_username)
     return names
 
 
@@ -279,9 +259,7 @@ def _pack_dbscripts(dbscripts: Path | None, version: str) -> Path | None:
     return sibling
 
 
-def _migration_environment(
-    directory: Path, server: db.PgServer, dbscripts: Path | None, jvm_user: str
-) -> dict[str, Any]:
+def _migration_environment(directory: Path, dbscripts: Path | None, jvm_user: str, jvm_password: str) -> dict[str, Any]:
     """Stand-in 4.2.0 pack and migration kits, and the plan section that points at them."""
     from sandbox.distribution.build import build_distribution, build_migration_kit
 
@@ -290,7 +268,7 @@ def _migration_environment(
     secrets_path = directory / SECRETS_FILE
     values = {
         SECRET_VARIABLES["admin"]: secrets.token_urlsafe(12),
-        SECRET_VARIABLES["db"]: server.password.get_secret_value() if server.password else "trust-auth-unused",
+        SECRET_VARIABLES["db"]: jvm_password,  # the nodes' own role's, never the maintenance user's
         SECRET_VARIABLES["keystore"]: kit.store_password,
     }
     secrets_path.write_text(
