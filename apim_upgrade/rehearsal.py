@@ -8,7 +8,6 @@ the cutover is unattended and uses ``[cutover.rehearsal]`` nodes (or is skipped)
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import tomli_w
 from apim_upgrade.errors import ApimUpgradeError, PlanError
 from apim_upgrade.plan import Plan, load_plan, replace_in_strings
 from apim_upgrade.postgres import bookkeeping, db, queries
+from apim_upgrade.runtime.atomic import copy_tree_atomically, write_atomically
 from apim_upgrade.wso2 import nodes
 
 _REHEARSAL_NAME = re.compile(r"_rehearsal_\d{8}$")
@@ -99,7 +99,7 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
     if plan.target_440 is not None:
         home = base / "home-440" / plan.target_440.home.name
         if not home.exists() and plan.target_440.home.exists():
-            shutil.copytree(plan.target_440.home, home, symlinks=True)  # never edit the real 4.4.0 home
+            copy_tree_atomically(plan.target_440.home, home)  # never edit the real 4.4.0 home; never half a copy
         doc["target_440"]["home"] = str(home)
         home_swap = (str(plan.target_440.home), str(home))
     cutover = doc.get("cutover")
@@ -116,9 +116,10 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
             cutover.update(rehearsal_nodes, unattended=True)
     base.mkdir(parents=True, exist_ok=True)
     path = base / "plan.toml"
-    path.write_text(
+    write_atomically(
+        path,
         f"# Rehearsal plan derived from {plan.source_path} (sha256 {plan.digest}); regenerated each run.\n"
-        + tomli_w.dumps(doc)
+        + tomli_w.dumps(doc),
     )
     load_plan(path)  # it must be a valid plan itself
     return path

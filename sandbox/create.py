@@ -15,6 +15,7 @@ import tomli_w
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db, queries
+from apim_upgrade.runtime.atomic import write_atomically
 from apim_upgrade.wso2.distribution import ddl_file
 from sandbox.errors import SandboxError
 from sandbox.estate import EstateSummary, build_estate, drop_estate
@@ -103,6 +104,7 @@ def _write_plan(
         # maintenance user: its password is never written for them.
         jvm_user = node_role_name(prefix)
         me = _migration_environment(directory, dbscripts, jvm_user, create_node_role(server, jvm_user, OWNER))
+        secret_values = me.pop("_secrets")
         plan["migration_environment"] = me
         plan["schema_upgrade"] = _schema_upgrade(directory, server, dbscripts)
         sections = build_nodes(
@@ -116,14 +118,16 @@ def _write_plan(
             dbscripts={v: _pack_dbscripts(dbscripts, v) for v in ("4.0.0", "4.4.0")},
             java_home=Path(me["java_home"]),
         )
-        node_secrets = sections.pop("_secrets")
-        with open(directory / SECRETS_FILE, "a") as fh:  # the nodes' environment (like a systemd unit's)
-            fh.writelines(f"export {k}='{v}'\n" for k, v in node_secrets.items())
+        secret_values.update(sections.pop("_secrets"))  # the nodes' environment (like a systemd unit's)
         plan.update(sections)
-    tmp = plan_path.with_suffix(".toml.tmp")
-    tmp.write_text(_HEADER + tomli_w.dumps(plan))
-    tmp.replace(plan_path)
-    (directory / "estate.json").write_text(json.dumps(asdict(summary), indent=1, default=str))
+        write_atomically(  # never readable by others, not even while it is written
+            directory / SECRETS_FILE,
+            "# Throwaway secrets of this sandbox (never of a real estate): source this file.\n"
+            + "".join(f"export {k}='{v}'\n" for k, v in secret_values.items()),
+            mode=0o600,
+        )
+    write_atomically(plan_path, _HEADER + tomli_w.dumps(plan))
+    write_atomically(directory / "estate.json", json.dumps(asdict(summary), indent=1, default=str))
     load_plan(plan_path)  # what we wrote must be a valid plan
 
 
@@ -265,17 +269,11 @@ def _migration_environment(directory: Path, dbscripts: Path | None, jvm_user: st
 
     pack = build_distribution("4.2.0", directory / "packs", dbscripts=_pack_dbscripts(dbscripts, "4.2.0"))
     kit = build_migration_kit(directory / "kit", from_dbscripts=_pack_dbscripts(dbscripts, "4.0.0"))
-    secrets_path = directory / SECRETS_FILE
-    values = {
+    values = {  # written to sandbox.env by the caller, with the nodes' own
         SECRET_VARIABLES["admin"]: secrets.token_urlsafe(12),
         SECRET_VARIABLES["db"]: jvm_password,  # the nodes' own role's, never the maintenance user's
         SECRET_VARIABLES["keystore"]: kit.store_password,
     }
-    secrets_path.write_text(
-        "# Throwaway secrets of this sandbox (never of a real estate): source this file.\n"
-        + "".join(f"export {k}='{v}'\n" for k, v in values.items())
-    )
-    secrets_path.chmod(0o600)
     rel = lambda p: str(Path(p).relative_to(directory))  # noqa: E731 - paths stay relative to the plan
     keystore_env = SECRET_VARIABLES["keystore"]
     return {
@@ -304,6 +302,7 @@ def _migration_environment(directory: Path, dbscripts: Path | None, jvm_user: st
         "api_migration_jar": rel(kit.api_jar),
         "jvm_timeout_seconds": 300,
         "cleanup": "delete",
+        "_secrets": values,
     }
 
 
