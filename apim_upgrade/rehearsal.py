@@ -8,7 +8,6 @@ the cutover is unattended and uses ``[cutover.rehearsal]`` nodes (or is skipped)
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import tomli_w
 from apim_upgrade.errors import ApimUpgradeError, PlanError
 from apim_upgrade.plan import Plan, load_plan, replace_in_strings
 from apim_upgrade.postgres import bookkeeping, db, queries
+from apim_upgrade.runtime.atomic import copy_tree_atomically, write_atomically
+from apim_upgrade.wso2 import node_identity
 
 _REHEARSAL_NAME = re.compile(r"_rehearsal_\d{8}$")
 
@@ -49,6 +50,36 @@ def refuse_if_cut_over(plan: Plan) -> None:
         )
 
 
+def nothing_to_roll_back(plan: Plan) -> str | None:
+    """Before a rollback touches any node: a rehearsal whose copies are dropped has nothing of its own to undo.
+
+    Returns the one line saying so, or None when the rollback has work to do (not a rehearsal
+    plan, or a copy of the rehearsal still exists). A rehearsal whose copies are dropped while
+    one of its 4.4.0 nodes still answers is refused here, before anything is stopped or started.
+    """
+    if not is_rehearsal_plan(plan) or plan.cutover is None:
+        return None
+    targets = [pair.target for pair in plan.databases.roles().values()]
+    with db.session(plan.server(), plan.postgres.maintenance_db, read_only=True) as conn:
+        if db.fetch_all(conn, queries.DATABASE_INFO, (targets,)):
+            return None  # the rehearsal's copies are there: its cutover may have switched its nodes
+    section = plan.cutover
+    own_440 = [(n, section.control_plane_400) for n in section.control_plane_440]
+    own_440 += [(n, [n.replaces] if n.replaces else []) for g in section.gateway_groups for n in g.nodes]
+    for node, predecessors in own_440:
+        found = node_identity.identify(node)
+        if found.answering and not any(node_identity.same_node(found, p) for p in predecessors):
+            raise ApimUpgradeError(
+                f"rehearsal '{plan.name}': its copies {', '.join(targets)} are dropped, yet {node.health_url} of "
+                f"its node '{node.name}' is answered by {found.server()}; rollback did nothing: stop that "
+                f"server ({' '.join(node.stop)}), nothing else of the rehearsal is left to roll back"
+            )
+    return (
+        f"nothing to roll back: rehearsal '{plan.name}' has dropped its copies ({', '.join(targets)}) and none of "
+        "its 4.4.0 nodes is running; no node was stopped or started"
+    )
+
+
 def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
     """Write (or rewrite) the rehearsal plan for ``day`` and return its path."""
     suffix = rehearsal_suffix(day)
@@ -68,7 +99,7 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
     if plan.target_440 is not None:
         home = base / "home-440" / plan.target_440.home.name
         if not home.exists() and plan.target_440.home.exists():
-            shutil.copytree(plan.target_440.home, home, symlinks=True)  # never edit the real 4.4.0 home
+            copy_tree_atomically(plan.target_440.home, home)  # never edit the real 4.4.0 home; never half a copy
         doc["target_440"]["home"] = str(home)
         home_swap = (str(plan.target_440.home), str(home))
     cutover = doc.get("cutover")
@@ -87,9 +118,10 @@ def derive_rehearsal_plan(plan: Plan, day: datetime | None = None) -> Path:
             cutover.update(rehearsal_nodes, unattended=True, accept_drift=True)
     base.mkdir(parents=True, exist_ok=True)
     path = base / "plan.toml"
-    path.write_text(
+    write_atomically(
+        path,
         f"# Rehearsal plan derived from {plan.source_path} (sha256 {plan.digest}); regenerated each run.\n"
-        + tomli_w.dumps(doc)
+        + tomli_w.dumps(doc),
     )
     load_plan(path)  # it must be a valid plan itself
     return path

@@ -22,6 +22,7 @@ from typing import Any
 from apim_upgrade import phases
 from apim_upgrade.plan import Plan
 from apim_upgrade.proof import audit
+from apim_upgrade.runtime.atomic import write_atomically
 
 ROLLBACK_HINT = (
     "the cutover window is open: `apim-upgrade rollback {plan} --yes` restores 4.0.0 on the untouched sources"
@@ -46,8 +47,7 @@ class WindowState:
     closed_at: str | None = None  # when 4.4.0 answered healthy
 
     def save(self, plan: Plan) -> None:
-        marker_path(plan).parent.mkdir(parents=True, exist_ok=True)
-        marker_path(plan).write_text(json.dumps(asdict(self), indent=2))
+        write_atomically(marker_path(plan), json.dumps(asdict(self), indent=2))
 
 
 def read_state(plan: Plan) -> WindowState | None:

@@ -171,13 +171,18 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from apim_upgrade.plan import load_plan
+    from apim_upgrade.rehearsal import nothing_to_roll_back
     from apim_upgrade.wso2.node_identity import identify
     from flows.cutover import ROLLBACK_NOT_CONFIRMED, rollback
 
     plan = load_plan(args.plan)
     if plan.cutover is None:
         raise ApimUpgradeError(f"{args.plan} has no [cutover] section: nothing to roll back")
-    if not args.yes:
+    try:  # nothing to roll back, or a rehearsal refused: nothing to confirm (the flow decides it again, recorded)
+        to_confirm = nothing_to_roll_back(plan) is None
+    except ApimUpgradeError:
+        to_confirm = False
+    if not args.yes and to_confirm:
         if not sys.stdin.isatty():
             raise ApimUpgradeError(ROLLBACK_NOT_CONFIRMED)
         gateways = [n for g in plan.cutover.gateway_groups for n in g.nodes]
@@ -190,7 +195,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             return 1
     _fail_fast(plan)
     with _prefect_api():
-        print(rollback(plan_path=str(plan.source_path), confirmed=True))
+        print(rollback(plan_path=str(plan.source_path), confirmed=args.yes or to_confirm))
     return 0
 
 

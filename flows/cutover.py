@@ -13,6 +13,7 @@ from tasks.cutover import (
     check_publisher_apis,
     check_source_drift,
     decide_cutover,
+    decide_rollback,
     forget_cutover,
     restart_gateways,
     roll_back_gateways,
@@ -76,9 +77,12 @@ def rollback(plan_path: str, confirmed: bool = False) -> str:
             "rollback needs the side-by-side strategy (4.0.0's databases untouched); "
             "with in-place, restore from your backups"
         )
-    if not confirmed:
-        raise ApimUpgradeError(ROLLBACK_NOT_CONFIRMED)
     with estate_lock(plan, "rollback"):  # never while a run or another rollback works on the estate
+        nothing = decide_rollback(plan)  # before any node is touched: is there anything to roll back?
+        if nothing is not None:
+            return nothing
+        if not confirmed:
+            raise ApimUpgradeError(ROLLBACK_NOT_CONFIRMED)
         stopped = stop_serving_440(plan)
         lifted = lift_source_fence(plan)  # the window froze the sources: 4.0.0 writes to them again
         start_control_plane(plan, "400", phase="rollback")

@@ -15,11 +15,12 @@ import tomli_w
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.postgres import db, queries
+from apim_upgrade.runtime.atomic import write_atomically
 from apim_upgrade.wso2.distribution import ddl_file
-from sandbox import queries as sandbox_queries
 from sandbox.errors import SandboxError
 from sandbox.estate import EstateSummary, build_estate, drop_estate
 from sandbox.nodes import build_nodes, stop_everything
+from sandbox.roles import create_node_role, drop_node_role, ensure_owner, node_role_name
 
 OWNER = "wso2_apim"
 PASSWORD_ENV = "APIM_UPGRADE_PG_PASSWORD"
@@ -40,29 +41,6 @@ def sandbox_names(prefix: str) -> dict[str, str]:
         "apim_target": f"{prefix}_am",
         "shared_target": f"{prefix}_shared",
     }
-
-
-def ensure_role(server: db.PgServer, role: str) -> bool:
-    """Make sure the owner role exists; True when the stand-in JVM can log in as it.
-
-    A role this tool created (marked by its comment) is ours to change; any other
-    role of that name is used as it is.
-    """
-    with db.session(server, "postgres", autocommit=True) as conn:
-        info = db.fetch_one(conn, sandbox_queries.ROLE_INFO, (role,))
-        try:
-            if info is None:
-                db.execute(conn, sandbox_queries.create_role(role))
-                db.execute(conn, sandbox_queries.comment_on_role(role, sandbox_queries.SANDBOX_ROLE_COMMENT))
-                return True
-            if not info[0] and info[1] == sandbox_queries.SANDBOX_ROLE_COMMENT:
-                db.execute(conn, sandbox_queries.allow_login(role))
-                return True
-        except db.PgError as exc:
-            if exc.sqlstate != "42710":  # created concurrently by another sandbox
-                raise SandboxError(f"cannot create role {role}: {db.describe_pg_error(exc)}") from None
-            return True
-        return bool(info[0])
 
 
 def create_sandbox(
@@ -89,7 +67,7 @@ def create_sandbox(
     if not re.fullmatch(r"[A-Za-z0-9_]{1,40}", prefix):
         raise SandboxError(f"sandbox prefix '{prefix}' must be 1-40 letters, digits or underscores")
     names = sandbox_names(prefix)
-    owner_can_login = ensure_role(server, OWNER)
+    ensure_owner(server, OWNER)
     summary = build_estate(
         server,
         apim_db=names["apim_source"],
@@ -99,10 +77,11 @@ def create_sandbox(
         owner=OWNER,
     )
     try:
-        _write_plan(directory, plan_path, prefix, names, server, summary, dbscripts, with_distribution, owner_can_login)
+        _write_plan(directory, plan_path, prefix, names, server, summary, dbscripts, with_distribution)
     except BaseException:
         # Nothing half-written: no estate without its plan, no plan without its estate.
         drop_estate(server, names["apim_source"], names["shared_source"])
+        drop_node_role(server, node_role_name(prefix))
         plan_path.unlink(missing_ok=True)
         raise
     return plan_path, summary
@@ -117,15 +96,16 @@ def _write_plan(
     summary: EstateSummary,
     dbscripts: Path | None,
     with_distribution: bool,
-    owner_can_login: bool,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     plan = _plan_document(prefix, names, server)
     if with_distribution:
-        # The JVM logs in as the estate's owner (as WSO2's own user does), so whatever it creates
-        # is owned like the rest of the schema; trust/peer setups only, else the maintenance user.
-        jvm_user = OWNER if owner_can_login and server.password is None else server.user
-        me = _migration_environment(directory, server, dbscripts, jvm_user)
+        # The nodes and the migration JVM log in as a role of their own (acting as the estate's
+        # owner, so whatever they create is owned like the rest of the schema), never as the
+        # maintenance user: its password is never written for them.
+        jvm_user = node_role_name(prefix)
+        me = _migration_environment(directory, dbscripts, jvm_user, create_node_role(server, jvm_user, OWNER))
+        secret_values = me.pop("_secrets")
         plan["migration_environment"] = me
         plan["schema_upgrade"] = _schema_upgrade(directory, server, dbscripts)
         sections = build_nodes(
@@ -139,16 +119,18 @@ def _write_plan(
             dbscripts={v: _pack_dbscripts(dbscripts, v) for v in ("4.0.0", "4.4.0")},
             java_home=Path(me["java_home"]),
         )
-        node_secrets = sections.pop("_secrets")
-        with open(directory / SECRETS_FILE, "a") as fh:  # the nodes' environment (like a systemd unit's)
-            fh.writelines(f"export {k}='{v}'\n" for k, v in node_secrets.items())
+        secret_values.update(sections.pop("_secrets"))  # the nodes' environment (like a systemd unit's)
         plan.update(sections)
         # What its traffic generator (sandbox/traffic.py) appends to; the report charts it.
         plan["report"] = {"traffic_ledger": TRAFFIC_LEDGER}
-    tmp = plan_path.with_suffix(".toml.tmp")
-    tmp.write_text(_HEADER + tomli_w.dumps(plan))
-    tmp.replace(plan_path)
-    (directory / "estate.json").write_text(json.dumps(asdict(summary), indent=1, default=str))
+        write_atomically(  # never readable by others, not even while it is written
+            directory / SECRETS_FILE,
+            "# Throwaway secrets of this sandbox (never of a real estate): source this file.\n"
+            + "".join(f"export {k}='{v}'\n" for k, v in secret_values.items()),
+            mode=0o600,
+        )
+    write_atomically(plan_path, _HEADER + tomli_w.dumps(plan))
+    write_atomically(directory / "estate.json", json.dumps(asdict(summary), indent=1, default=str))
     load_plan(plan_path)  # what we wrote must be a valid plan
 
 
@@ -165,6 +147,8 @@ def destroy_sandbox(plan_path: Path) -> list[str]:
         targets = [p.target for p in plan.databases.roles().values()]
         names += targets + rehearsal_copies(plan.server(), targets)
         drop_estate(plan.server(), *names)
+        if plan.migration_environment is not None:  # the nodes' own login role, once its databases are gone
+            drop_node_role(plan.server(), plan.migration_environment.db_username)
     return names
 
 
@@ -282,25 +266,17 @@ def _pack_dbscripts(dbscripts: Path | None, version: str) -> Path | None:
     return sibling
 
 
-def _migration_environment(
-    directory: Path, server: db.PgServer, dbscripts: Path | None, jvm_user: str
-) -> dict[str, Any]:
+def _migration_environment(directory: Path, dbscripts: Path | None, jvm_user: str, jvm_password: str) -> dict[str, Any]:
     """Stand-in 4.2.0 pack and migration kits, and the plan section that points at them."""
     from sandbox.distribution.build import build_distribution, build_migration_kit
 
     pack = build_distribution("4.2.0", directory / "packs", dbscripts=_pack_dbscripts(dbscripts, "4.2.0"))
     kit = build_migration_kit(directory / "kit", from_dbscripts=_pack_dbscripts(dbscripts, "4.0.0"))
-    secrets_path = directory / SECRETS_FILE
-    values = {
+    values = {  # written to sandbox.env by the caller, with the nodes' own
         SECRET_VARIABLES["admin"]: secrets.token_urlsafe(12),
-        SECRET_VARIABLES["db"]: server.password.get_secret_value() if server.password else "trust-auth-unused",
+        SECRET_VARIABLES["db"]: jvm_password,  # the nodes' own role's, never the maintenance user's
         SECRET_VARIABLES["keystore"]: kit.store_password,
     }
-    secrets_path.write_text(
-        "# Throwaway secrets of this sandbox (never of a real estate): source this file.\n"
-        + "".join(f"export {k}='{v}'\n" for k, v in values.items())
-    )
-    secrets_path.chmod(0o600)
     rel = lambda p: str(Path(p).relative_to(directory))  # noqa: E731 - paths stay relative to the plan
     keystore_env = SECRET_VARIABLES["keystore"]
     return {
@@ -329,6 +305,7 @@ def _migration_environment(
         "api_migration_jar": rel(kit.api_jar),
         "jvm_timeout_seconds": 300,
         "cleanup": "delete",
+        "_secrets": values,
     }
 
 

@@ -14,6 +14,7 @@ import tomli_w
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.proof.ledger import read_ledger
+from apim_upgrade.runtime.atomic import write_atomically
 from apim_upgrade.wso2.node_identity import identify
 from sandbox.create import _HEADER, create_sandbox, destroy_sandbox, sandbox_secrets
 from sandbox.errors import SandboxError
@@ -28,7 +29,7 @@ def accept_invalid_apis(plan_path: Path) -> list[str]:
     apis = [f"{n}:{v}:{p}" for n, v, p in estate["invalid_openapi_apis"]]
     doc = tomllib.loads(plan_path.read_text())
     doc["migration_environment"]["accepted_invalid_apis"] = apis
-    plan_path.write_text(_HEADER + tomli_w.dumps(doc))
+    write_atomically(plan_path, _HEADER + tomli_w.dumps(doc))
     return apis
 
 

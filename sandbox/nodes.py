@@ -28,6 +28,7 @@ import tomli_w
 
 from apim_upgrade.plan.nodes import CutoverSection, NodeCommands
 from apim_upgrade.runtime import process
+from apim_upgrade.runtime.atomic import write_atomically
 from apim_upgrade.wso2.config_render import env, jdbc_url
 from sandbox.distribution.build import unpack_distribution
 from sandbox.errors import SandboxError
@@ -61,7 +62,7 @@ def _edit_toml(home: Path, update: dict[str, Any]) -> None:
     doc = tomllib.loads(conf.read_text())
     for key, value in update.items():
         doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
-    conf.write_text(tomli_w.dumps(doc))
+    write_atomically(conf, tomli_w.dumps(doc))
 
 
 def _node(
@@ -221,7 +222,7 @@ def _secrets_to_placeholders(home: Path) -> dict[str, str]:
             return env(name)
         return value
 
-    conf.write_text(tomli_w.dumps(walk(tomllib.loads(conf.read_text()), "")))
+    write_atomically(conf, tomli_w.dumps(walk(tomllib.loads(conf.read_text()), "")))
     return found
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import sqlparse
 from psycopg import sql
 
-from apim_upgrade.errors import DatabaseError
+from apim_upgrade.errors import ApimUpgradeError, DatabaseError
 from apim_upgrade.postgres import db, queries
 from apim_upgrade.postgres.catalog import SchemaObject
 from apim_upgrade.postgres.db import PgServer
@@ -49,6 +49,7 @@ from apim_upgrade.postgres.schema_diff import (
     reference_catalog,
     scratch_database,
 )
+from apim_upgrade.runtime.atomic import write_atomically
 from sandbox.errors import SandboxError
 
 # Values for existing rows when the new DDL adds a column (key "table.column", value a
@@ -215,11 +216,8 @@ def generate_upgrade_script(
     body = "\n\n".join(statement + ";" for statement in statements)
     out = Path(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text("\n".join(header) + "\n\n" + body + "\n", encoding="utf-8")
-        tmp.replace(out)  # atomic: never half a script
-    except OSError as exc:
+        write_atomically(out, "\n".join(header) + "\n\n" + body + "\n")  # never half a script
+    except (OSError, ApimUpgradeError) as exc:
         raise SandboxError(f"cannot write upgrade script {out}: {exc}; choose a writable path") from exc
     return out
 

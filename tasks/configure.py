@@ -11,6 +11,7 @@ from apim_upgrade.errors import ApimUpgradeError
 from apim_upgrade.phases import CONFIGURE_440
 from apim_upgrade.plan import Plan
 from apim_upgrade.proof.steps import audited_step
+from apim_upgrade.runtime.atomic import copy_atomically
 from apim_upgrade.wso2 import config_440, config_render
 from apim_upgrade.wso2.distribution import CONF_FILE
 from tasks.retry import retryable_task
@@ -52,7 +53,7 @@ def render_deployment_toml_440(plan: Plan) -> dict[str, Any]:
     pack_default = conf.with_name(PACK_DEFAULT)
     with audited_step(plan, PHASE, "render_deployment_toml", {"home": str(target.home)}) as rec:
         if not pack_default.exists():  # first run: keep the pack's own file, render from it ever after
-            pack_default.write_text(conf.read_text())
+            copy_atomically(conf, pack_default)  # never half a file: it is rendered from ever after
         default = config_render.read_toml(pack_default)
         old = config_render.read_toml(target.old_home / CONF_FILE)
         mapped = config_440.map_to_440(old, default, plan)

@@ -20,6 +20,7 @@ from apim_upgrade.plan.nodes import CutoverSection, NodeCommands
 from apim_upgrade.plan.sections import Strategy
 from apim_upgrade.postgres import db
 from apim_upgrade.postgres.catalog import Snapshot, take_snapshot
+from apim_upgrade.postgres.queries import DATABASE_INFO
 from apim_upgrade.proof.steps import audited_step
 from apim_upgrade.wso2 import node_health, node_identity, nodes
 from tasks.gates import comparison_rows
@@ -343,6 +344,22 @@ def start_control_plane(plan: Plan, which: str, phase: str = PHASE) -> list[dict
     return health
 
 
+@retryable_task("decide_rollback")
+def decide_rollback(plan: Plan) -> str | None:
+    """First step of a rollback, before any node: the line saying there is nothing to roll back, else None.
+
+    Its record goes to the trail's file; the database copy gets it only if the target still exists.
+    """
+    from apim_upgrade.rehearsal import nothing_to_roll_back
+
+    with audited_step(plan, "rollback", "decide_rollback") as rec:
+        nothing = nothing_to_roll_back(plan)
+        rec.details["decision"] = nothing or "roll back"
+        if nothing is not None:
+            rec.outcome = "skipped"
+    return nothing
+
+
 @retryable_task("stop_serving_440")
 def stop_serving_440(plan: Plan) -> list[str]:
     """Rollback: stop whatever serves the 4.4.0 control plane's URLs, if this estate's runs started it.
@@ -492,5 +509,10 @@ def forget_cutover(plan: Plan) -> None:
     """After a rollback the estate is back on 4.0.0: a later cutover must run again."""
     from apim_upgrade.postgres import history
 
-    with audited_step(plan, "rollback", "forget_cutover"):
-        history.forget(plan.server(), plan.databases.apim.target, PHASE, "done")
+    target = plan.databases.apim.target
+    with audited_step(plan, "rollback", "forget_cutover") as rec:
+        with db.session(plan.server(), plan.postgres.maintenance_db, read_only=True) as conn:
+            exists = db.fetch_one(conn, DATABASE_INFO, ([target],)) is not None
+        if exists:
+            history.forget(plan.server(), target, PHASE, "done")
+        rec.details["forgotten_in"] = target if exists else f"nothing: {target} does not exist (no cutover recorded)"

@@ -15,6 +15,7 @@ from apim_upgrade.plan import Plan
 from apim_upgrade.plan.sections import MigrationEnvironmentSection
 from apim_upgrade.postgres import copies, history
 from apim_upgrade.proof.steps import audited_step
+from apim_upgrade.runtime.atomic import copy_atomically
 from apim_upgrade.wso2 import config_render, distribution
 from apim_upgrade.wso2.jvm import stop_leftover_server
 from tasks.retry import retryable_task
@@ -105,7 +106,7 @@ def render_deployment_toml(plan: Plan, home: str) -> dict[str, Any]:
     with audited_step(plan, PHASE, "render_deployment_toml", {"home": home}) as rec:
         default = config_render.read_toml(conf)
         rendered = config_render.render_migration_toml(default, plan)
-        (conf.parent / "deployment.toml.pack-default").write_text(conf.read_text())
+        copy_atomically(conf, conf.parent / "deployment.toml.pack-default")
         config_render.write_toml(rendered, conf)
         changes = config_render.semantic_diff(default, rendered)
         rec.details.update(file=str(conf), changes=len(changes))

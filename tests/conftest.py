@@ -107,9 +107,11 @@ def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path
     from apim_upgrade.plan import load_plan
     from sandbox.create import create_sandbox, rehearsal_copies
     from sandbox.estate import drop_estate
+    from sandbox.roles import drop_node_role
 
     names: list[str] = []
     targets: list[str] = []
+    roles: list[str] = []
 
     def factory(scale: int = 1, dbscripts: Path | None = None, subdir: str = "sb", jvm: bool = False) -> Path:
         plan_path, _ = create_sandbox(
@@ -121,9 +123,12 @@ def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path
             with_distribution=jvm,
         )
         # Remember the names now: tests may rewrite the plan file.
-        for pair in load_plan(plan_path).databases.roles().values():
+        plan = load_plan(plan_path)
+        for pair in plan.databases.roles().values():
             names.extend([pair.source, pair.target])
             targets.append(pair.target)
+        if plan.migration_environment is not None:
+            roles.append(plan.migration_environment.db_username)
         return plan_path
 
     yield factory
@@ -131,6 +136,8 @@ def make_sandbox(pg: db.PgServer, tmp_path: Path) -> Iterator[Callable[..., Path
 
     stop_everything(tmp_path)  # any stand-in node a test started
     drop_estate(pg, *names, *rehearsal_copies(pg, targets))
+    for role in roles:  # the nodes' own login role (made by the sandbox, dropped once its databases are)
+        drop_node_role(pg, role)
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from apim_upgrade.postgres.sqlscript import load_script
 from commands.cli import main
 from sandbox.create import create_sandbox, sandbox_secrets
 from sandbox.estate import drop_estate
+from sandbox.roles import drop_node_role
 from sandbox.schema_sync import copy_at_version
 from tests.conftest import unique
 
@@ -95,10 +96,12 @@ def fresh(pg: db.PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A 4.0.0 estate with its stand-in packs and kit; no copies made."""
     plan_path, _ = create_sandbox(tmp_path_factory.mktemp("fresh"), pg, prefix=unique("apim_bi"))
     names = _names(plan_path)
+    role = load_plan(plan_path).section("migration_environment").db_username  # tests may break the plan later
     try:
         yield Estate(plan_path, names)
     finally:
         drop_estate(pg, *names.values())
+        drop_node_role(pg, role)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ leaves the large tables uncounted, as the snapshot's own record says.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +208,97 @@ def test_script_updating_and_adding_columns_counts_no_large_table(
     assert isinstance(details, dict)
     assert largest not in details["counted_tables"], details["count_reasons"]
     assert largest in details["proven_unchanged"]
+
+
+# --- a stand-in JVM step that changes data (the hook the stand-in server offers tests) --------------
+
+UNNAMED = "x_unnamed"  # a customer table the identity migration never names
+UNREFERENCED_AM_TABLES = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'am\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = c.oid)
+"""
+
+
+@pytest.fixture
+def jvm_step(jvm_sandbox: Path, pg: db.PgServer, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, int]]:
+    """A verified copy ready for identity-migration, a customer table added; the API-M copy's counts.
+
+    SQL set by the test in APIM_STANDIN_EXTRA_SQL runs inside the identity run only.
+    """
+    plan = load_plan(jvm_sandbox)
+    run_phase("migration-environment", plan)
+    target = plan.databases.apim.target
+    with db.session(pg, target) as conn:
+        db.execute_script(
+            conn,
+            f"CREATE TABLE {UNNAMED} (id int); INSERT INTO {UNNAMED} VALUES (1); "
+            f'ALTER TABLE {UNNAMED} OWNER TO "{plan.databases.apim.owner}"',
+        )
+    monkeypatch.setenv("APIM_STANDIN_EXTRA_SQL_STEP", "identity")
+    return jvm_sandbox, take_snapshot(pg, target).row_counts
+
+
+def _gate_record(plan_path: Path) -> dict[str, object]:
+    record = _audit(load_plan(plan_path).work_dir, "validate_migration")[-1]
+    details = record["details"]
+    assert isinstance(details, dict)
+    return details
+
+
+def test_jvm_step_changing_counts_fails_its_gate_naming_each_table(
+    jvm_step: tuple[Path, dict[str, int]], pg: db.PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan_path, counts = jvm_step
+    largest = max(counts, key=lambda t: counts[t])
+    with db.session(pg, load_plan(plan_path).databases.apim.target, read_only=True) as conn:
+        candidates = {str(r[0]) for r in db.fetch_all(conn, UNREFERENCED_AM_TABLES)}
+    truncated = min((t for t in candidates if counts.get(t, 0) > 0 and t != largest), key=lambda t: counts[t])
+    # One JVM run, three changes a count-only-what-is-named gate would miss: a delete inside a
+    # function call, an insert into a table through dynamic SQL, a TRUNCATE (a new relfilenode).
+    monkeypatch.setenv(
+        "APIM_STANDIN_EXTRA_SQL",
+        "CREATE FUNCTION x_drop() RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+        f"DELETE FROM {largest} WHERE ctid = (SELECT min(ctid) FROM {largest}); END $$;\n"
+        "SELECT x_drop(); DROP FUNCTION x_drop();\n"
+        "CREATE FUNCTION x_add() RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+        f"EXECUTE 'INSERT INTO ' || '{UNNAMED} VALUES (2)'; END $$;\n"
+        "SELECT x_add(); DROP FUNCTION x_add();\n"
+        f"TRUNCATE {truncated};\n",
+    )
+    with pytest.raises(GateFailed) as err:
+        run_phase("identity-migration", load_plan(plan_path))
+    text = str(err.value)
+    for table, before, after in (
+        (largest, counts[largest], counts[largest] - 1),
+        (UNNAMED, 1, 2),
+        (truncated, counts[truncated], 0),
+    ):
+        segment = next((s for s in re.split(r"[;\n]", text) if re.search(rf"\b{table}\b", s)), "")
+        assert re.search(rf"\b{before}\b", segment) and re.search(rf"\b{after}\b", segment), (table, text)
+    counted = _gate_record(plan_path)["apim"]["counted_tables"]  # type: ignore[index]
+    assert {largest, UNNAMED, truncated} <= set(counted)
+
+
+def test_jvm_step_updating_rows_counts_no_large_table(
+    jvm_step: tuple[Path, dict[str, int]], pg: db.PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan_path, counts = jvm_step
+    plan = load_plan(plan_path)
+    largest = max(counts, key=lambda t: counts[t])
+    column = take_snapshot(pg, plan.databases.apim.target).columns[largest][0].name
+    monkeypatch.setenv("APIM_STANDIN_EXTRA_SQL", f"UPDATE {largest} SET {column} = {column};")
+    updated_before = _updates(pg, plan.databases.apim.target, largest)
+    assert run_phase("identity-migration", plan) == "migrated"
+    assert _updates(pg, plan.databases.apim.target, largest) >= updated_before + counts[largest]  # it did run
+    details = _gate_record(plan_path)["apim"]
+    assert isinstance(details, dict)
+    assert largest not in details["counted_tables"], details["count_reasons"]
+    assert largest in details["proven_unchanged"]
+    assert counts[largest] > 10 * min(counts.values()) + 100  # the sandbox's largest is worth not counting
+
+
+def _updates(pg: db.PgServer, dbname: str, table: str) -> int:
+    with db.session(pg, dbname, read_only=True) as conn:
+        row = db.fetch_one(conn, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = %s", (table,))
+    return int(row[0]) if row else 0

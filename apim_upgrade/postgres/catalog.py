@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from apim_upgrade.postgres import db, queries
+from apim_upgrade.runtime.atomic import write_atomically
 
 OBJECT_KINDS = ("table", "column", "index", "constraint", "sequence")
 
@@ -186,11 +187,7 @@ class Snapshot(BaseModel):
         return hashlib.sha256(body.encode()).hexdigest()
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=1))
-        tmp.replace(path)  # atomic: a crash never leaves half a snapshot
-        return path
+        return write_atomically(path, self.model_dump_json(indent=1))  # a crash never leaves half a snapshot
 
     @classmethod
     def load(cls, path: Path) -> Snapshot:

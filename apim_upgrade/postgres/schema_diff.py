@@ -18,12 +18,10 @@ foreign keys and checks, triggers, functions, ownership, privileges and data.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +30,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from apim_upgrade.errors import DatabaseError
+from apim_upgrade.errors import DatabaseError, DiskFull
 from apim_upgrade.postgres import db, queries
 from apim_upgrade.postgres.catalog import SchemaObject
 from apim_upgrade.postgres.db import PgServer
+from apim_upgrade.runtime.atomic import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -369,15 +368,9 @@ def _server_major(server: PgServer) -> int:
 
 def _write_atomically(entry: Path, text: str) -> None:
     """A unique temporary file renamed over the entry: readers see the old entry or the whole new one."""
-    tmp: Path | None = None
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
-        tmp = Path(name)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, entry)
-    except OSError as exc:
+        write_atomically(entry, text)
+    except (OSError, DiskFull) as exc:
         log.warning(
             "cannot write reference catalogue cache entry %s (%s); continuing without it. "
             "Set %s to a writable directory to cache it",
@@ -385,9 +378,6 @@ def _write_atomically(entry: Path, text: str) -> None:
             exc,
             CACHE_DIR_VARIABLE,
         )
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
 
 def _read_ddl(path: Path) -> str:

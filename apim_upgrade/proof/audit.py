@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from apim_upgrade.errors import AuditError, DiskFull
 from apim_upgrade.postgres import bookkeeping, db, queries
 from apim_upgrade.redact import mask_secrets
+from apim_upgrade.runtime.atomic import copy_atomically, write_atomically
 from apim_upgrade.runtime.identity import default_actor
 
 GENESIS = "0" * 64
@@ -375,8 +375,8 @@ def repair(path: Path, server: db.PgServer, dbname: str) -> tuple[int, int, Path
         if path.exists() and path.read_bytes() != text.encode():
             # Kept for the investigation; the trail itself is replaced only by a whole, verified file.
             damaged = path.with_name(f"{path.name}.damaged-{datetime.now().strftime('%Y%m%dT%H%M%S')}")
-            shutil.copy2(path, damaged)
-        _write_atomically(path, text)
+            copy_atomically(path, damaged)
+        write_atomically(path, text)
         if verify_chain(path):
             raise AuditError(f"{path}: the rebuilt trail does not verify; the damaged file is kept at {damaged}")
     return len(from_db), len(merged) - len(from_db), damaged
@@ -401,18 +401,3 @@ def _chain_problems(records: list[AuditRecord]) -> list[str]:
         prev = rec.sha256
     return problems
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Temporary file, flush, fsync, rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise DiskFull.writing(path, len(text.encode())) from None
-        raise

@@ -25,9 +25,10 @@ import ast
 import html
 import importlib.resources
 import re
-import shutil
 from pathlib import Path
 from typing import Any
+
+from apim_upgrade.runtime.atomic import copy_atomically, copy_tree_atomically, write_atomically
 
 # An asset: where it goes under static/vendor/, where the installed package keeps it.
 _VENDOR = Path("static", "vendor")
@@ -93,9 +94,7 @@ def make_offline(site: Path) -> int:
         text = page.read_text(encoding="utf-8")
         offline = offline_page(text, "../" * (len(page.relative_to(site).parts) - 1))
         if offline != text:
-            tmp = page.with_name(page.name + ".tmp")
-            tmp.write_text(offline, encoding="utf-8")
-            tmp.replace(page)  # a reader never sees half a page
+            write_atomically(page, offline)  # a reader never sees half a page
             changed += 1
     return changed
 
@@ -106,11 +105,10 @@ def _install_assets(site: Path) -> None:
             src, dst = source / item, site / _VENDOR / name / item
             if dst.exists():
                 continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst)
+            if src.is_dir():  # whole or absent: a half-copied asset would pass for present above
+                copy_tree_atomically(src, dst)
             else:
-                shutil.copyfile(src, dst)
+                copy_atomically(src, dst)
 
 
 def offline_page(text: str, prefix: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from apim_upgrade.postgres import db
 from apim_upgrade.proof import data_docs_offline
+from apim_upgrade.runtime.atomic import write_atomically
 
 # GX reads the password from the environment at run time (`${VAR}` in the
 # connection string), so it is never written into GX's project files.
@@ -343,7 +344,7 @@ def build_pending_data_docs(gx_root: Path | None = None) -> None:
         with _PENDING_LOCK:  # only what was rendered: a gate may have run meanwhile in another thread
             rest = pending.read_text(encoding="utf-8").splitlines()[len(lines) :]
             if rest:
-                pending.write_text("".join(f"\n{r}" for r in rest), encoding="utf-8")
+                write_atomically(pending, "".join(f"\n{r}" for r in rest))
             else:
                 pending.unlink()
 

@@ -52,6 +52,7 @@ from apim_upgrade.proof.report_view import (
     render,
     ts,
 )
+from apim_upgrade.runtime.atomic import write_atomically
 
 DATA_DOCS = Path("gx", "uncommitted", "data_docs", "local_site", "index.html")
 FINDINGS_CSV = Path("reports", "pre-migration-findings.csv")
@@ -546,11 +547,7 @@ def report_page(work_dir: Path, out: Path | None = None, traffic_ledger: Path | 
 
 def write_report(page: Page, out: Path) -> Path:
     """Render ``page`` to ``out``, atomically; return ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(page), encoding="utf-8")
-    tmp.replace(out)  # a reader never sees half a report
-    return out
+    return write_atomically(out, render(page))  # a reader never sees half a report
 
 
 def report_command(path: Path) -> Path:

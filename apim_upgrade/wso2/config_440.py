@@ -10,13 +10,13 @@ from __future__ import annotations
 import copy
 import filecmp
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apim_upgrade.plan import Plan
 from apim_upgrade.plan.sections import Target440Section
+from apim_upgrade.runtime.atomic import copy_atomically
 from apim_upgrade.wso2.config_render import env, flatten, jdbc_url
 from apim_upgrade.wso2.distribution import DistributionError
 
@@ -132,13 +132,12 @@ def carry_over(old_home: Path, new_home: Path, items: list[str], policy: str) ->
             rel = str(file.relative_to(old_home))
             dest = new_home / rel
             if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(file, dest)
+                copy_atomically(file, dest)
                 results.append(CarryOver(rel, "copied"))
             elif filecmp.cmp(file, dest, shallow=False):
                 results.append(CarryOver(rel, "skipped (identical)"))
             elif policy == "take-400":
-                shutil.copy2(file, dest)
+                copy_atomically(file, dest)
                 results.append(CarryOver(rel, "conflicting", "4.0.0 version taken (conflict_policy = take-400)"))
             else:
                 detail = "4.4.0 version kept" if policy == "keep-440" else "differs from the 4.4.0 pack's file"

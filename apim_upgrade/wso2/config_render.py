@@ -18,6 +18,7 @@ import tomli_w
 from apim_upgrade.plan import Plan
 from apim_upgrade.plan.sections import KeystoreSection, MigrationEnvironmentSection
 from apim_upgrade.redact import MASK
+from apim_upgrade.runtime.atomic import write_atomically
 from apim_upgrade.wso2.distribution import LIB_DIR, SECURITY_DIR, DistributionError
 
 PLACEHOLDER = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -88,12 +89,9 @@ def render_migration_toml(default: dict[str, Any], plan: Plan) -> dict[str, Any]
 
 
 def write_toml(doc: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    tomllib.loads(tmp.read_text(encoding="utf-8"))  # what we write must read back
-    tmp.replace(path)
-    return path
+    text = tomli_w.dumps(doc)
+    tomllib.loads(text)  # what we write must read back
+    return write_atomically(path, text)
 
 
 # --- semantic diff ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from apim_upgrade.errors import ApimUpgradeError
+from apim_upgrade.runtime.atomic import copy_atomically, copy_tree_atomically, replacing
 
 # carbon.apimgt.version prefix of each API-M release.
 APIMGT_RELEASES = {"4.0.0": "9.0.", "4.1.0": "9.20.", "4.2.0": "9.28.", "4.3.0": "9.29.", "4.4.0": "9.30."}
@@ -140,10 +141,7 @@ def check_jdbc_driver(driver: Path) -> None:
 
 def install_jdbc_driver(home: Path, driver: Path) -> Path:
     check_jdbc_driver(driver)
-    dest = home / LIB_DIR / driver.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(driver, dest)
-    return dest
+    return copy_atomically(driver, home / LIB_DIR / driver.name)
 
 
 def replace_keystores(home: Path, keystores: list[Path]) -> tuple[list[str], list[str]]:
@@ -155,10 +153,11 @@ def replace_keystores(home: Path, keystores: list[Path]) -> tuple[list[str], lis
             f"keystore file(s) not found: {', '.join(missing)}; fix migration_environment.keystores"
         )
     removed = sorted(p.name for p in security.glob("*.jks"))
+    for ks in keystores:  # each whole or not at all; a pack default of the same name is replaced by the rename
+        copy_atomically(ks, security / ks.name)
     for name in removed:
-        (security / name).unlink()
-    for ks in keystores:
-        shutil.copy2(ks, security / ks.name)
+        if name not in {k.name for k in keystores}:
+            (security / name).unlink()
     return removed, sorted(k.name for k in keystores)
 
 
@@ -170,9 +169,8 @@ def install_migration_kit(home: Path, resources: Path, jar: Path) -> list[str]:
         raise DistributionError(f"migration client {jar} does not exist; fix the plan")
     dest = home / "migration-resources"
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(resources, dest)
-    (home / DROPINS_DIR).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(jar, home / DROPINS_DIR / jar.name)
+    copy_tree_atomically(resources, dest)
+    copy_atomically(jar, home / DROPINS_DIR / jar.name)
     return [str(dest.relative_to(home)), str(DROPINS_DIR / jar.name)]
 
 
@@ -190,7 +188,6 @@ def remove_migration_kit(home: Path, jar_name: str) -> list[str]:
 
 
 def archive_home(home: Path, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(dest, "w:gz") as tar:
+    with replacing(dest) as tmp, tarfile.open(tmp, "w:gz") as tar:  # never half an archive under its name
         tar.add(home, arcname=home.name)
     return dest

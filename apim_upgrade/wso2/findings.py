@@ -7,9 +7,12 @@ see shared/wso2/console-reference.md §4.3), as printed at ERROR/WARN level.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from apim_upgrade.runtime.atomic import write_atomically
 
 _API = r"\{name: (?P<name>[^,]*), version: (?P<version>[^,]*), provider: (?P<provider>[^}]*)\}"
 _API_TYPE = r"(?P<name>\S+) version: (?P<version>\S+) type: (?P<type>[^.\s]+)"
@@ -84,10 +87,9 @@ class FindingCollector:
 
 
 def write_csv(findings: list[Finding], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["name", "version", "provider", "validator", "message"])
-        writer.writeheader()
-        for f in findings:
-            writer.writerow(asdict(f))
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["name", "version", "provider", "validator", "message"])
+    writer.writeheader()
+    for f in findings:
+        writer.writerow(asdict(f))
+    return write_atomically(path, text.getvalue())
