@@ -30,9 +30,11 @@ from benchmarks import (
     bench_cli,
     bench_copy,
     bench_gates,
+    bench_gates_scale,
     bench_prepare_databases,
     bench_rehearsal,
     bench_schema_upgrade,
+    bench_window,
 )
 from benchmarks.common import DBSCRIPTS_ROOT, RSS_METHOD, Context, Row, context
 
@@ -41,15 +43,32 @@ BENCHMARKS: dict[str, Callable[[Context, int], None]] = {
     bench_copy.NAME: bench_copy.bench,
     bench_schema_upgrade.NAME: bench_schema_upgrade.bench,
     bench_gates.NAME: bench_gates.bench,
+    bench_gates_scale.NAME: bench_gates_scale.bench,
+    bench_window.NAME: bench_window.bench,
     bench_rehearsal.NAME: bench_rehearsal.bench,
     bench_cli.NAME: bench_cli.bench,
 }
+NEEDS_DISTRIBUTION = {bench_rehearsal.NAME, bench_gates_scale.NAME, bench_window.NAME}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument(
+        "--at",
+        nargs="+",
+        default=[],
+        metavar="NAME=SCALES",
+        help="run benchmark NAME only at these scales (comma-separated), e.g. copy=100 gates-scale=30,300",
+    )
+    parser.add_argument(
+        "--cluster",
+        choices=["shared", "throwaway"],
+        default="shared",
+        help="shared: the server on 127.0.0.1:5432 (or APIM_UPGRADE_PG_DSN); throwaway: a cluster of the "
+        "run's own, which can be restarted: cold-cache figures need it",
+    )
     parser.add_argument("--reps", type=int, default=2, help="repetitions of the prepare-databases comparison")
     parser.add_argument("--results", type=Path, help="write the results (and the machine) to this Markdown file")
     parser.add_argument("--note", default="", help="a line for the results file (e.g. 'taken under load')")
@@ -64,19 +83,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(var, value)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
+    at: dict[str, set[int]] = {}
+    for item in args.at:
+        name, _, scales = item.partition("=")
+        if name not in BENCHMARKS or not scales:
+            parser.error(f"--at {item}: expected NAME=SCALES with NAME one of {', '.join(BENCHMARKS)}")
+        at[name] = {int(x) for x in scales.split(",")}
+    only = [n for n in BENCHMARKS if n in at] if at else args.only  # --at replaces --only and --scales
+    all_scales = sorted(set().union(*at.values()) if at else set(args.scales))
+
     started = time.perf_counter()
     load_before = os.getloadavg()
     genuine = DBSCRIPTS_ROOT / "4.0.0" / "apimgt" / "postgresql.sql"
-    with context(dbscripts=DBSCRIPTS_ROOT / "4.0.0" if genuine.exists() else None) as ctx:
-        ctx.needs_distribution = bench_rehearsal.NAME in args.only
+    with context(
+        dbscripts=DBSCRIPTS_ROOT / "4.0.0" if genuine.exists() else None, throwaway=args.cluster == "throwaway"
+    ) as ctx:
+        ctx.needs_distribution = bool(NEEDS_DISTRIBUTION & set(only))
         ctx.reps = args.reps
         ctx.profile_dir = args.profile
-        for scale in sorted(args.scales):
-            for name in args.only:
-                print(f"== {name}, scale {scale}", flush=True)
+        ctx.scales = all_scales
+        for scale in all_scales:
+            for name in only:
+                if scale not in (at[name] if at else set(args.scales)):
+                    continue
+                print(f"== {name}, scale {scale}  ({time.strftime('%H:%M:%S')})", flush=True)
                 BENCHMARKS[name](ctx, scale)
             ctx.release(scale)
+        bench_gates_scale.compare(ctx)
         server_version = ctx.server_version
+        if ctx.handle is not None and ctx.handle.throwaway_dir is not None:
+            server_version += " (a throwaway cluster started by this run: initdb defaults, fsync off)"
     load_after = os.getloadavg()
     elapsed = time.perf_counter() - started
 
@@ -186,6 +222,7 @@ def render_markdown(
         f"- load average (1/5/15 min): {' / '.join(f'{x:.1f}' for x in load_before)} before, "
         f"{' / '.join(f'{x:.1f}' for x in load_after)} after",
         *([f"- {note}"] if note else []),
+        *([f"- cold caches: {ctx.cold_method}"] if ctx.cold_method else []),
         "",
         "## Results",
         "",
