@@ -5,7 +5,8 @@ stand-in 4.2.0 pack, each mode side by side:
 
 * ``rehearse PLAN --fresh --until migration-environment`` (the copies and the 4.2.0 home), then
 * ``warm``: at once, ``cold``: after ``Context.chill`` (throwaway cluster restarted, OS page cache
-  dropped), ``rehearse PLAN --from identity-migration --until api-migration``: the three JVM phases
+  dropped), ``cold-os``: after dropping the OS page cache only,
+  ``rehearse PLAN --from identity-migration --until api-migration``: the three JVM phases
   with their gates (``snapshot_targets`` before, ``validate_migration`` / ``validate_unchanged`` after),
 
 and the gate seconds and the rows the gates counted, from the rehearsal's audit trail. The
@@ -25,7 +26,7 @@ if __package__ in (None, ""):
 
 from apim_upgrade.plan import load_plan
 from apim_upgrade.rehearsal import derive_rehearsal_plan
-from benchmarks.bench_schema_upgrade import modes
+from benchmarks.bench_schema_upgrade import chill, modes
 from benchmarks.common import Context, Row, run_measured, step_times
 
 NAME = "gates-scale"
@@ -49,8 +50,7 @@ def bench(ctx: Context, scale: int) -> None:
         for mode in modes(ctx):
             cli = [*ctx.cli(f"{NAME}-{mode}-{scale}"), "rehearse", str(plan_path)]
             copies = run_measured([*cli, "--fresh", "--until", "migration-environment"], env)
-            if mode == "cold":
-                ctx.chill()
+            chill(ctx, mode)
             started = time.time()
             measured = run_measured([*cli, "--from", "identity-migration", "--until", "api-migration"], env)
             times = step_times(audit_path, since=started - 1)

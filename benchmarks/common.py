@@ -112,33 +112,36 @@ class Context:
     reps: int = 2
     sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # scale -> (rows, bytes) of the sources
     handle: ServerHandle | None = None  # the server; a throwaway cluster (--cluster throwaway) can be restarted
-    cold_method: str | None = None  # how chill() empties the caches, once it has run
+    cold_methods: dict[str, str] = field(default_factory=dict)  # mode -> how chill() emptied the caches
     store: dict[str, dict[int, Any]] = field(default_factory=dict)  # figures kept across scales, per key
     scales: list[int] = field(default_factory=list)  # every scale of this run (ascending)
 
-    def chill(self) -> None:
+    def chill(self, *, restart: bool = True) -> None:
         """Cold caches before a measured side: restart the throwaway cluster, then drop the OS page cache.
 
-        ``sync; echo 3 > /proc/sys/vm/drop_caches`` needs root and a writable /proc/sys; where that is
-        refused, the closest substitute is used and named: reading an unrelated file twice the size of
-        the memory that caches pages would otherwise keep (labelled in ``cold_method``).
+        ``restart=False`` drops the OS page cache only: the cluster keeps its shared_buffers (128 MB by
+        default) and, what matters to the incremental gates, its statistics epoch (a restart makes them
+        count every table once: counters may be lost across a restart). ``sync; echo 3 >
+        /proc/sys/vm/drop_caches`` needs root and a writable /proc/sys; where that is refused, the
+        closest substitute is used and named in ``cold_methods``.
         """
         if self.handle is None or self.handle.throwaway_dir is None:
             raise SystemExit("cold-cache figures need a cluster the benchmark starts itself: --cluster throwaway")
-        self.handle.restart("fast")
+        if restart:
+            self.handle.restart("fast")
         os.sync()
         try:
             Path("/proc/sys/vm/drop_caches").write_text("3\n")
-            self.cold_method = (
-                "throwaway cluster restarted (pg_ctl restart -m fast: shared_buffers empty), then "
-                "`sync; echo 3 > /proc/sys/vm/drop_caches` (as root) before each measured side"
-            )
+            how = "`sync; echo 3 > /proc/sys/vm/drop_caches` (as root)"
         except OSError as exc:
             _evict_page_cache(self.work)
-            self.cold_method = (
-                f"throwaway cluster restarted; drop_caches refused ({exc.strerror}), so the page cache was "
-                "evicted by reading an unrelated file as large as the free memory (an approximation)"
+            how = (
+                f"drop_caches refused ({exc.strerror}): the page cache evicted by reading an unrelated file "
+                "as large as the available memory (an approximation)"
             )
+        key = "cold" if restart else "cold-os"
+        first = "throwaway cluster restarted (pg_ctl restart -m fast: shared_buffers empty), then " if restart else ""
+        self.cold_methods[key] = f"{first}{how}, before each measured side"
 
     @property
     def server_version(self) -> str:
@@ -172,6 +175,7 @@ class Context:
 
     def note(self, benchmark: str, line: str) -> None:
         self.extras.setdefault(benchmark, []).append(line)
+        print(f"  [{benchmark}] {line}", flush=True)
 
     def estate(self, scale: int) -> Estate:
         """The sandbox at ``scale`` (built on first use; with the stand-in distribution if any benchmark needs it)."""
@@ -252,11 +256,13 @@ def context(work: Path | None = None, dbscripts: Path | None = None, *, throwawa
     try:
         yield ctx
     finally:
-        for estate in ctx.estates.values():
-            destroy_sandbox(estate.plan_path)
-        stop_prefect_server(prefect)
-        handle.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            for estate in ctx.estates.values():
+                destroy_sandbox(estate.plan_path)
+        finally:  # a throwaway cluster goes even when a sandbox could not be destroyed
+            stop_prefect_server(prefect)
+            handle.stop()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # --- measuring commands -------------------------------------------------------------------
@@ -283,7 +289,12 @@ def run_measured(args: list[str], env: dict[str, str], *, watch_dir: Path | None
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
-    _, stderr = proc.communicate()
+    try:
+        _, stderr = proc.communicate()
+    except BaseException:  # interrupted: the measured command goes too (it may hold the estate's lock)
+        proc.terminate()
+        proc.wait(timeout=60)
+        raise
     seconds = time.perf_counter() - start
     done.set()
     watcher.join()

@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = [n for n in BENCHMARKS if n in at] if at else args.only  # --at replaces --only and --scales
     all_scales = sorted(set().union(*at.values()) if at else set(args.scales))
 
+    signal.signal(signal.SIGTERM, _terminated)  # so the run's cluster, server and sandboxes are removed
     started = time.perf_counter()
     load_before = os.getloadavg()
     genuine = DBSCRIPTS_ROOT / "4.0.0" / "apimgt" / "postgresql.sql"
@@ -126,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"\nresults written to {args.results}")
     return 0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(f"terminated (signal {signum})")
 
 
 def render_table(rows: list[Row]) -> list[str]:
@@ -222,7 +228,7 @@ def render_markdown(
         f"- load average (1/5/15 min): {' / '.join(f'{x:.1f}' for x in load_before)} before, "
         f"{' / '.join(f'{x:.1f}' for x in load_after)} after",
         *([f"- {note}"] if note else []),
-        *([f"- cold caches: {ctx.cold_method}"] if ctx.cold_method else []),
+        *(f"- mode `{mode}`: {how}" for mode, how in ctx.cold_methods.items()),
         "",
         "## Results",
         "",
