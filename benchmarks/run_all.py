@@ -285,6 +285,27 @@ EXPLANATIONS = {
         "VALUES list: no table is read again). The ratio therefore falls with scale (see the scales "
         "above). What would cut the fixed part: the catalogue from pg_catalog instead of information_schema."
     ),
+    bench_window.NAME: (
+        "The floors (template copy, the stand-in JVM runs, psql of the scripts, 4.4.0's start-up) are what "
+        "any tool must wait for; the rest of the window is proof and orchestration: the GX gates of every "
+        "step (the copy gate, validate_migration / validate_unchanged after each JVM run, validate_script "
+        "per script and the conformance check: seconds each, fixed, whatever the data), the incremental "
+        "snapshots around them (a second or so each), and Prefect between the audited steps (a subflow per "
+        "phase, a task run per step: see 'between audited steps'). See the breakdown above: 'inside the "
+        "window, by phase' and 'longest steps'."
+    ),
+    bench_gates_scale.NAME: (
+        "Gate time at the large scale against the small one: the incremental gates count only the tables a "
+        "step may have changed (see 'counted ... rows'); what remains is fixed (GX validation and rendering, "
+        "catalogue reads). In the 'cold' mode the cluster was restarted between the copies and the gates: "
+        "a restart starts a new statistics epoch (counters may be lost across it), so the first gate after it "
+        "counts every table once, by design; 'cold-os' drops only the OS page cache."
+    ),
+    bench_copy.NAME: (
+        "The snapshot copy is pg_dump --snapshot -j + pg_restore -j under the hood plus the exact counts of "
+        "the exported snapshot; against pgcopydb (which streams COPY between the servers without a dump on "
+        "disk) the difference is the dump written and read back."
+    ),
     bench_rehearsal.NAME: (
         "Either peak memory crossed the limit (see the per-process figures: the flow process holds "
         "Prefect and GX with pandas and scipy) or the time grew faster than the data between two scales "
