@@ -111,6 +111,37 @@ class Context:
     profile_dir: Path | None = None  # --profile: pyinstrument reports of the measured CLI runs (slower)
     reps: int = 2
     sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # scale -> (rows, bytes) of the sources
+    handle: ServerHandle | None = None  # the server; a throwaway cluster (--cluster throwaway) can be restarted
+    cold_methods: dict[str, str] = field(default_factory=dict)  # mode -> how chill() emptied the caches
+    store: dict[str, dict[int, Any]] = field(default_factory=dict)  # figures kept across scales, per key
+    scales: list[int] = field(default_factory=list)  # every scale of this run (ascending)
+
+    def chill(self, *, restart: bool = True) -> None:
+        """Cold caches before a measured side: restart the throwaway cluster, then drop the OS page cache.
+
+        ``restart=False`` drops the OS page cache only: the cluster keeps its shared_buffers (128 MB by
+        default) and, what matters to the incremental gates, its statistics epoch (a restart makes them
+        count every table once: counters may be lost across a restart). ``sync; echo 3 >
+        /proc/sys/vm/drop_caches`` needs root and a writable /proc/sys; where that is refused, the
+        closest substitute is used and named in ``cold_methods``.
+        """
+        if self.handle is None or self.handle.throwaway_dir is None:
+            raise SystemExit("cold-cache figures need a cluster the benchmark starts itself: --cluster throwaway")
+        if restart:
+            self.handle.restart("fast")
+        os.sync()
+        try:
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+            how = "`sync; echo 3 > /proc/sys/vm/drop_caches` (as root)"
+        except OSError as exc:
+            _evict_page_cache(self.work)
+            how = (
+                f"drop_caches refused ({exc.strerror}): the page cache evicted by reading an unrelated file "
+                "as large as the available memory (an approximation)"
+            )
+        key = "cold" if restart else "cold-os"
+        first = "throwaway cluster restarted (pg_ctl restart -m fast: shared_buffers empty), then " if restart else ""
+        self.cold_methods[key] = f"{first}{how}, before each measured side"
 
     @property
     def server_version(self) -> str:
@@ -144,6 +175,7 @@ class Context:
 
     def note(self, benchmark: str, line: str) -> None:
         self.extras.setdefault(benchmark, []).append(line)
+        print(f"  [{benchmark}] {line}", flush=True)
 
     def estate(self, scale: int) -> Estate:
         """The sandbox at ``scale`` (built on first use; with the stand-in distribution if any benchmark needs it)."""
@@ -187,25 +219,50 @@ class Context:
         return path
 
 
-@contextmanager
-def context(work: Path | None = None, dbscripts: Path | None = None) -> Iterator[Context]:
-    """PostgreSQL, a running Prefect server and a work directory; everything removed afterwards."""
-    from sandbox.create import destroy_sandbox
+def _evict_page_cache(work: Path) -> None:
+    """Push the page cache out by reading a throwaway file as large as the memory available."""
+    available = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemAvailable:")
+    )
+    filler = work / "evict.bin"
+    chunk = b"\0" * (1 << 20)
+    with filler.open("wb") as out:
+        for _ in range(available >> 20):
+            out.write(chunk)
+    with filler.open("rb") as f:
+        while f.read(1 << 24):
+            pass
+    filler.unlink()
 
-    handle: ServerHandle = find_server()
+
+@contextmanager
+def context(work: Path | None = None, dbscripts: Path | None = None, *, throwaway: bool = False) -> Iterator[Context]:
+    """PostgreSQL, a running Prefect server and a work directory; everything removed afterwards.
+
+    ``throwaway``: a cluster of its own (initdb from the local binaries, default shared_buffers,
+    fsync off), which can be restarted for cold-cache figures and is removed at the end.
+    """
+    from sandbox.create import destroy_sandbox
+    from sandbox.pgserver import start_throwaway
+
+    handle: ServerHandle = start_throwaway() if throwaway else find_server()
     root = work or Path(tempfile.mkdtemp(prefix="apim-bench-"))
     home = root / "prefect-home"
     port = free_port()
     prefect = start_prefect_server(home, port)
-    ctx = Context(handle.server, root, f"http://127.0.0.1:{port}/api", home, dbscripts)
+    ctx = Context(handle.server, root, f"http://127.0.0.1:{port}/api", home, dbscripts, handle=handle)
     try:
         yield ctx
     finally:
-        for estate in ctx.estates.values():
-            destroy_sandbox(estate.plan_path)
-        stop_prefect_server(prefect)
-        handle.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            for estate in ctx.estates.values():
+                destroy_sandbox(estate.plan_path)
+        finally:  # a throwaway cluster goes even when a sandbox could not be destroyed
+            stop_prefect_server(prefect)
+            handle.stop()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # --- measuring commands -------------------------------------------------------------------
@@ -232,7 +289,12 @@ def run_measured(args: list[str], env: dict[str, str], *, watch_dir: Path | None
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
-    _, stderr = proc.communicate()
+    try:
+        _, stderr = proc.communicate()
+    except BaseException:  # interrupted: the measured command goes too (it may hold the estate's lock)
+        proc.terminate()
+        proc.wait(timeout=60)
+        raise
     seconds = time.perf_counter() - start
     done.set()
     watcher.join()
@@ -304,3 +366,108 @@ def drop_targets(ctx: Context, plan_path: Path) -> None:
         for pair in plan.databases.roles().values():
             db.execute(conn, queries.drop_database(pair.target))
     shutil.rmtree(plan.work_dir, ignore_errors=True)
+
+
+# --- reading a run's audit trail ----------------------------------------------------------
+
+
+@dataclass
+class StepTimes:
+    """Seconds per (phase, step) of one run's audit trail, and what its gates counted."""
+
+    seconds: dict[tuple[str, str], float]
+    counted_rows: dict[tuple[str, str], int]  # rows the step's snapshots counted (incremental gates)
+    counted_tables: dict[tuple[str, str], int]
+
+    def total(self, steps: set[str] | None = None, phases: set[str] | None = None) -> float:
+        return sum(
+            v
+            for (phase, step), v in self.seconds.items()
+            if (steps is None or step in steps) and (phases is None or phase in phases)
+        )
+
+    def rows(self, steps: set[str], phases: set[str] | None = None) -> int:
+        return sum(v for (p, s), v in self.counted_rows.items() if s in steps and (phases is None or p in phases))
+
+    def tables(self, steps: set[str], phases: set[str] | None = None) -> int:
+        return sum(v for (p, s), v in self.counted_tables.items() if s in steps and (phases is None or p in phases))
+
+
+def step_times(audit_path: Path, since: float | None = None) -> StepTimes:
+    """The finished steps of ``audit_path`` (only those that started after ``since``, a Unix time)."""
+    from apim_upgrade.proof import audit
+
+    out = StepTimes({}, {}, {})
+    for r in audit.read_records(audit_path):
+        if r.ended_at is None or (since is not None and r.started_at.timestamp() < since):
+            continue
+        key = (r.phase, r.step)
+        out.seconds[key] = out.seconds.get(key, 0.0) + (r.ended_at - r.started_at).total_seconds()
+        for record in _counting_records(r.details):
+            out.counted_rows[key] = out.counted_rows.get(key, 0) + int(record.get("counted_rows") or 0)
+            out.counted_tables[key] = out.counted_tables.get(key, 0) + len(record.get("counted_tables") or [])
+    return out
+
+
+def _counting_records(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        if "counted_rows" in value and "counted_tables" in value:
+            yield value
+            return
+        for v in value.values():
+            yield from _counting_records(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _counting_records(v)
+
+
+# --- production's traffic during a measured side ------------------------------------------
+
+
+class Writer(threading.Thread):
+    """A client of a live source: its session open all along, one autocommit insert every ``interval`` s.
+
+    What a 4.0.0 control plane does to WSO2AM_DB while it issues tokens (an insert into
+    ``am_subscriber`` stands for any acknowledged write); ``acknowledged`` counts them.
+    """
+
+    INSERT = (
+        "INSERT INTO am_subscriber (user_id, tenant_id, email_address, date_subscribed) "
+        "VALUES (%s, -1234, 'bench-writer@example.com', now())"
+    )
+
+    def __init__(self, server: db.PgServer, dbname: str, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.server, self.dbname, self.interval = server, dbname, interval
+        self.acknowledged = 0
+        self.failed: str | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        conn = db.connect(self.server, self.dbname, autocommit=True, application_name="bench production writer")
+        try:
+            while not self._halt.is_set():
+                try:
+                    conn.execute(self.INSERT, (f"bench-writer-{time.monotonic_ns()}",))
+                    self.acknowledged += 1
+                except Exception as exc:  # noqa: BLE001 - a refused write is a figure, not the end
+                    self.failed = str(exc).splitlines()[0]
+                    return
+                self._halt.wait(self.interval)
+        finally:
+            conn.close()
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join()
+        return self.acknowledged
+
+
+@contextmanager
+def writing(server: db.PgServer, dbname: str) -> Iterator[Writer]:
+    writer = Writer(server, dbname)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        writer.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from apim_upgrade.errors import GateFailed
 from apim_upgrade.plan import load_plan
-from apim_upgrade.postgres import catalog, db
+from apim_upgrade.postgres import catalog, db, history
 from apim_upgrade.postgres.catalog import take_snapshot
 from flows.phases import run_phase
 from tests.test_schema_upgrade import at_420 as at_420_fixture  # noqa: F401  (fixture)
@@ -124,6 +125,18 @@ def test_statistics_reset_counts_everything(pg: db.PgServer, scratch: str) -> No
     _run(pg, scratch, "SELECT pg_stat_reset()")
     after = take_snapshot(pg, scratch, base=base)
     assert set(after.counted or []) == {BIG, SMALL, OTHER} and "reset" in after.count_reasons[BIG]
+
+
+def test_a_checkpoint_is_taken_with_no_session_of_ours_open(pg: db.PgServer, scratch: str) -> None:
+    """history.checkpoint stores what it takes; a session of its own left open while it takes it
+    would make the incremental snapshot wait for that session and then count every table."""
+    base = take_snapshot(pg, scratch)
+    start = time.monotonic()
+    snap = history.checkpoint(pg, scratch, "phase", "before-apim", lambda: take_snapshot(pg, scratch, base=base))
+    assert snap.counted == [] and set(snap.proven) == {BIG, SMALL, OTHER}, snap.count_reasons
+    assert time.monotonic() - start < catalog.SETTLE_SECONDS
+    again = history.checkpoint(pg, scratch, "phase", "before-apim", lambda: pytest.fail("taken twice"))
+    assert again.digest() == snap.digest()
 
 
 # --- the gates themselves, through the phases ---------------------------------------------------

@@ -47,10 +47,16 @@ def checkpoint(server: db.PgServer, dbname: str, phase: str, label: str, take: C
     """
     with db.session(server, dbname) as conn:
         stored = bookkeeping.stored_checkpoint(conn, phase, label)
+    if stored is not None:
+        return Snapshot.model_validate_json(stored)
+    # Taken with no session of ours left open on the database: an incremental snapshot waits for
+    # other sessions to end (their counters may be unflushed) and, while one stays, counts every table.
+    snap = take()
+    with db.session(server, dbname) as conn:
+        bookkeeping.ensure(conn)
+        stored = bookkeeping.stored_checkpoint(conn, phase, label)  # one writer per estate: never, but exact
         if stored is not None:
             return Snapshot.model_validate_json(stored)
-        snap = take()
-        bookkeeping.ensure(conn)
         db.execute(conn, queries.insert_checkpoint(), (phase, label, snap.model_dump_json()))
     return snap
 
