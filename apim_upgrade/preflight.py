@@ -164,9 +164,7 @@ def run_preflight(plan: Plan, *, terminate_connections: bool | None = None) -> P
     return PreflightReport(findings, sessions, sizes)
 
 
-def _session_findings(
-    plan: Plan, sessions: dict[str, list[tuple[int, str, str, str]]], terminate: bool
-) -> list[Check]:
+def _session_findings(plan: Plan, sessions: dict[str, list[tuple[int, str, str, str]]], terminate: bool) -> list[Check]:
     """Other sessions on a source: expected with the snapshot copy, in the way of a template copy."""
     method = plan.copy_options.method
     findings: list[Check] = []

@@ -55,9 +55,8 @@ def cutover(plan_path: str) -> str:
     gateways = restart_gateways(plan)
     mark_phase_done(plan, PHASE, {"approved_by": approved_by, "apis": apis, "gateways": len(gateways)})
     paused = [] if is_rehearsal_plan(plan) else pause_rehearsal_schedules(plan)  # no rehearsal of a cut-over estate
-    return (
-        f"cut over (approved by {approved_by}): {apis} APIs visible, {len(gateways)} gateway node(s) restarted"
-        + (f"; {len(paused)} rehearsal schedule(s) paused" if paused else "")
+    return f"cut over (approved by {approved_by}): {apis} APIs visible, {len(gateways)} gateway node(s) restarted" + (
+        f"; {len(paused)} rehearsal schedule(s) paused" if paused else ""
     )
 
 

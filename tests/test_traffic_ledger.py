@@ -11,7 +11,8 @@ import pytest
 from apim_upgrade.plan import load_plan
 from apim_upgrade.proof import audit
 from apim_upgrade.proof.ledger import LedgerEntry, LedgerError, Written, append, read_ledger
-from apim_upgrade.proof.report import build_report
+from apim_upgrade.proof.report import build_report, report_page
+from apim_upgrade.proof.report_markdown import summary_markdown
 
 T0 = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
 
@@ -116,3 +117,11 @@ def test_the_report_charts_the_ledger_with_the_window_shaded(tmp_path: Path) -> 
     assert "<h3>Traffic</h3>" not in plain
     missing = build_report(work, traffic_ledger=tmp_path / "none.jsonl").read_text()
     assert "No call in the ledger while this run worked." in missing  # nothing wrote to it (yet)
+
+    # The Prefect UI's summary artifact tells the same story without the HTML report.
+    page, _ = report_page(work, traffic_ledger=ledger)
+    markdown = summary_markdown(page)
+    traffic_md = markdown[markdown.index("## Traffic") :]
+    assert "| token | 30 | 11 | " in traffic_md and "| invoke | 30 | 0 | " in traffic_md, traffic_md
+    assert "failed inside the window" in traffic_md
+    assert "## Traffic" not in summary_markdown(report_page(work)[0])

@@ -65,11 +65,8 @@ def digest_of(data: Any) -> str:
     return hashlib.sha256(canonical(mask_secrets(data)).encode()).hexdigest()
 
 
-
-
 def _record_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode()).hexdigest()
-
 
 
 def trail_lock(path: Path) -> AbstractContextManager[None]:
@@ -400,4 +397,3 @@ def _chain_problems(records: list[AuditRecord]) -> list[str]:
             problems.append(f"seq {rec.seq} does not follow seq {expected - 1}")
         prev = rec.sha256
     return problems
-

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from apim_upgrade.proof.audit import AuditRecord
+from apim_upgrade.proof.report_traffic import Traffic
 from apim_upgrade.proof.report_view import Badge, Code, Link, Page, Pre, Table, ts
 
 MAX_ROWS = 50  # per table; the HTML report has them all
@@ -89,6 +90,15 @@ def _outcome(page: Page) -> list[str]:
     return lines
 
 
+def _traffic(t: Traffic) -> list[str]:
+    """What the estate's clients saw during the run (the plan's traffic ledger), per kind of call."""
+    if t.problem:
+        return [f"The traffic ledger {escape(t.ledger)} could not be read: {escape(t.problem)}"]
+    if not t.rows:
+        return [f"No call in the traffic ledger {escape(t.ledger)} during the run."]
+    return _table(Table(t.headers, t.rows, numeric=range(1, len(t.headers))), drop=())
+
+
 def summary_markdown(page: Page, report_path: str | None = None) -> str:
     """The Markdown summary of one run report's view model."""
     s = page.summary
@@ -126,6 +136,8 @@ def summary_markdown(page: Page, report_path: str | None = None) -> str:
     out += _table(page.cutover.decisions) if page.cutover and page.cutover.decisions else ["No cutover in this run."]
     if page.cutover and page.cutover.window:
         out += ["", "## Window", "", *_table(page.cutover.window)]
+    if page.traffic is not None:
+        out += ["", "## Traffic", "", *_traffic(page.traffic)]
     if report_path:
         out += ["", f"Full report (on the run's host): {escape(report_path)}"]
     return "\n".join(out) + "\n"
