@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import subprocess
 import sys
 import textwrap
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from apim_upgrade.errors import DiskFull
 from apim_upgrade.runtime.atomic import copy_atomically, write_atomically
 from apim_upgrade.wso2 import config_render, distribution, findings
+from tests.filesystems import small_filesystem
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG = 2 * 1024 * 1024  # twice the small filesystem below: a write must run out of space halfway
@@ -54,18 +54,6 @@ def test_a_render_killed_before_its_rename_leaves_the_old_file_whole(tmp_path: P
     assert tomllib.loads(conf.read_text())["server"]["hostname"] == "new-host"
 
 
-@contextlib.contextmanager
-def _small_filesystem(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir(parents=True)
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def _render(dest: Path, outside: Path) -> None:
     config_render.write_toml({"server": {"hostname": "h"}, "padding": {"text": "x" * BIG}}, dest)
 
@@ -92,7 +80,7 @@ WRITERS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_a_full_disk_mid_write_leaves_the_old_file_and_names_the_path(tmp_path: Path, writer: str) -> None:
     rel, write = WRITERS[writer]
-    with _small_filesystem(tmp_path / "small", "1m") as small:
+    with small_filesystem(tmp_path / "small", "1m") as small:
         dest = small / rel
         dest.parent.mkdir(parents=True)
         dest.write_bytes(b"the previous, whole file\n")

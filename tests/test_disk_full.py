@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from apim_upgrade.plan import load_plan
 from apim_upgrade.proof import audit
 from tests.cli import failed_lines, run_cli
+from tests.filesystems import small_filesystem
 
 
 def test_a_torn_or_edited_trail_is_rebuilt_from_its_database_copy(make_sandbox: Callable[..., Path]) -> None:
@@ -44,18 +44,6 @@ def test_a_torn_or_edited_trail_is_rebuilt_from_its_database_copy(make_sandbox: 
     assert list(trail.parent.glob("audit.jsonl.damaged-*"))
 
 
-@contextlib.contextmanager
-def _small_filesystem(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir(parents=True)
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def _fill_when(trail: Path, step: str, filler: Path, stop: threading.Event) -> None:
     """Once ``step`` has a record in the trail, fill the filesystem to its last byte."""
     while not stop.is_set():
@@ -76,7 +64,7 @@ def test_a_disk_that_fills_mid_run_fails_in_one_line_and_resumes(
 ) -> None:
     plan_path = make_sandbox()
     mount = tmp_path / "small"
-    with _small_filesystem(mount, "80m"):
+    with small_filesystem(mount, "80m"):
         text = plan_path.read_text()
         plan_path.write_text(text.replace('work_dir = "work"', f'work_dir = "{mount / "work"}"'))
         trail = load_plan(plan_path).audit_path

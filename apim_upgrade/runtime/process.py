@@ -242,17 +242,21 @@ def _kill_leftovers(pgid: int) -> None:
         pass
 
 
-def terminate_group(pgid: int, grace: float = 10.0) -> None:
-    """SIGTERM a process group that is not our child, SIGKILL what is left after ``grace``."""
+def terminate_group(pgid: int, grace: float = 10.0, alive: Callable[[int], bool] | None = None) -> None:
+    """SIGTERM a process group that is not our child, SIGKILL what is left after ``grace``.
+
+    ``alive(pgid)`` says whether it still runs (default: any process of the group exists).
+    """
+    running = alive or group_alive
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
-        while group_alive(pgid) and time.monotonic() < deadline:
+        while running(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not group_alive(pgid):
+        if not running(pgid):
             return
 
 
@@ -305,16 +309,7 @@ def stop_detached(pid: int, grace: float = 10.0) -> bool:
     True when it was running. The caller makes sure ``pid`` is that service (pids are reused).
     """
     was_running = detached_running(pid)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while detached_running(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not detached_running(pid):
-            break
+    terminate_group(pid, grace, alive=detached_running)  # its group id is its pid (own session)
     _DETACHED.pop(pid, None)
     return was_running
 
